@@ -1,0 +1,236 @@
+//! Command-line interface: `pack` builds a package offline, with the same bytes the service
+//! would produce.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::package::{Limits, PackOptions};
+use crate::publish::{self, Input};
+use crate::source::{self, Selection};
+use crate::store::key::{FunctionName, KeyPrefix, ObjectKey};
+
+/// Turns a source tree into a byte-for-byte reproducible AWS Lambda zip named by its SHA-256.
+#[derive(Debug, Parser)]
+#[command(name = "lambda-packager", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the canonical zip of a directory or archive and print its key and digest as JSON.
+    Pack(PackArgs),
+}
+
+/// Selection flags, shared by every command that reads a source tree.
+#[derive(Debug, Clone, Args)]
+pub struct SelectionArgs {
+    /// Directory of the input that becomes the root of the package.
+    #[arg(long, value_name = "SUB")]
+    pub path: Option<String>,
+    /// Remove this many leading path components from every input path, like tar.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub strip_components: u32,
+    /// Keep only files matching this gitignore-style pattern (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Remove files matching this gitignore-style pattern (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Keep .git/, .hg/, .svn/, .DS_Store and __pycache__/, which are excluded by default.
+    #[arg(long)]
+    pub no_default_excludes: bool,
+}
+
+impl SelectionArgs {
+    /// The selection these flags describe.
+    pub fn selection(&self) -> Selection {
+        Selection {
+            path: self.path.clone(),
+            strip_components: self.strip_components,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            default_excludes: !self.no_default_excludes,
+        }
+    }
+}
+
+/// Arguments of `pack`.
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// A directory, an archive file (tar, tar.gz or zip), or `-` for an archive on stdin.
+    pub source: String,
+    /// Lambda function name; adds the object key to the output.
+    #[arg(long, value_name = "NAME")]
+    pub function: Option<FunctionName>,
+    /// Key prefix (empty, or ending in '/').
+    #[arg(long, value_name = "P", default_value = "")]
+    pub prefix: KeyPrefix,
+    /// Which files of the source to package.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Write the zip to this file (replaced atomically; nothing is written on error).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Compression threads (the bytes do not depend on it). Default: all cores.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+}
+
+/// The JSON line `pack` prints.
+#[derive(Debug, Serialize)]
+pub struct PackOutput {
+    /// The object key, when a function name was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// SHA-256 of the zip, hex.
+    pub sha256: String,
+    /// SHA-256 of the zip, base64 (AWS Lambda's `CodeSha256`).
+    pub code_sha256: String,
+    /// Size of the zip in bytes.
+    pub size: u64,
+    /// Number of files in the zip.
+    pub files: u64,
+}
+
+/// A failed command: a stable code and a message for one stderr line.
+#[derive(Debug)]
+pub struct CommandError {
+    /// Stable code, e.g. `invalid_path`.
+    pub code: &'static str,
+    /// Human-readable message with its causes.
+    pub message: String,
+    /// Whether the input (rather than this machine) is at fault.
+    pub user_error: bool,
+}
+
+impl CommandError {
+    fn io(context: &str, e: &io::Error) -> Self {
+        Self { code: "io_error", message: format!("{context}: {e}"), user_error: false }
+    }
+}
+
+impl From<publish::Error> for CommandError {
+    fn from(e: publish::Error) -> Self {
+        let user_error = matches!(&e, publish::Error::Source(s) if !matches!(s, source::Error::Io(_)));
+        let mut message = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        Self { code: e.code(), message, user_error }
+    }
+}
+
+impl Cli {
+    /// Runs the command, prints its output or its error, and returns the exit status:
+    /// 0 on success, 2 when the input is at fault, 1 otherwise.
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Pack(args) => args.run().and_then(|out| print_json(&out)),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error[{}]: {}", e.code, e.message);
+                ExitCode::from(if e.user_error { 2 } else { 1 })
+            }
+        }
+    }
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
+    let mut stdout = io::stdout().lock();
+    serde_json::to_writer(&mut stdout, value)
+        .map_err(|e| CommandError::io("writing the output", &e.into()))?;
+    writeln!(stdout).map_err(|e| CommandError::io("writing the output", &e))
+}
+
+impl PackArgs {
+    /// Builds the package.
+    pub fn run(self) -> Result<PackOutput, CommandError> {
+        let limits = Limits::default();
+        let input = if self.source == "-" {
+            Input::Archive(spool_stdin(&limits)?)
+        } else {
+            let path = Path::new(&self.source);
+            let meta = std::fs::metadata(path)
+                .map_err(|e| CommandError::io(&format!("reading {}", path.display()), &e))?;
+            if meta.is_dir() {
+                Input::Directory(path.to_owned())
+            } else {
+                Input::Archive(File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?)
+            }
+        };
+        let options = PackOptions {
+            threads: self.threads.unwrap_or(PackOptions::default().threads),
+            ..PackOptions::default()
+        };
+        let selection = self.selection.selection();
+        let built = match &self.out {
+            Some(out) => {
+                // A temp file next to the destination, renamed over it only on success.
+                let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(".lambda-packager-")
+                    .permissions(std::fs::Permissions::from_mode(0o644))
+                    .tempfile_in(dir)
+                    .map_err(|e| CommandError::io("creating the output file", &e))?;
+                let built = publish::build(input, &selection, &limits, &options, None, tmp.as_file_mut())?;
+                tmp.persist(out).map_err(|e| CommandError::io("writing the output file", &e.error))?;
+                built
+            }
+            None => {
+                let mut tmp = tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
+                publish::build(input, &selection, &limits, &options, None, &mut tmp)?
+            }
+        };
+        let packed = built.packed;
+        Ok(PackOutput {
+            key: self
+                .function
+                .as_ref()
+                .map(|f| ObjectKey::package(&self.prefix, f, packed.sha256).to_string()),
+            sha256: packed.sha256.to_string(),
+            code_sha256: packed.code_sha256(),
+            size: packed.size,
+            files: packed.files,
+        })
+    }
+}
+
+/// Copies an archive from stdin into an unlinked temp file (zip needs random access), refusing
+/// more than the archive limit.
+fn spool_stdin(limits: &Limits) -> Result<File, CommandError> {
+    let mut tmp = tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
+    let copied = io::copy(&mut io::stdin().lock().take(limits.max_archive_bytes + 1), &mut tmp)
+        .map_err(|e| CommandError::io("reading stdin", &e))?;
+    if copied > limits.max_archive_bytes {
+        return Err(publish::Error::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into());
+    }
+    Ok(tmp)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

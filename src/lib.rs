@@ -1,0 +1,15 @@
+//! lambda-packager: a source tree in, a byte-for-byte reproducible AWS Lambda zip out, named by
+//! its SHA-256.
+//!
+//! Crate map (dependencies point down this list, never up):
+//! - [`package`]: the canonical zip format, pure and synchronous.
+//! - [`source`]: untrusted input (tar, tar.gz, zip, directory) to a [`package::SourceTree`].
+//! - [`store`]: object keys and storage backends.
+//! - [`publish`]: the one use case, input to stored package, shared by the API and the CLI.
+//! - [`cli`]: command-line arguments and commands.
+
+pub mod cli;
+pub mod package;
+pub mod publish;
+pub mod source;
+pub mod store;

@@ -1,0 +1,485 @@
+//! The input of the packer: a sorted list of regular files with validated paths and a mode.
+//!
+//! A [`SourceTree`] is what every input kind (directory, tar, tar.gz, zip, git) is reduced to.
+//! It holds no timestamps, owners or permission bits beyond the owner-exec bit, so the packer
+//! cannot leak them into the zip even by mistake. File contents stay where they are (a file on
+//! disk, or a range of the tree's spool file), so a 250 MB tree is never held in memory.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Longest path component, in bytes: Linux's `NAME_MAX`, so every entry can be extracted.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Why a string is not a valid [`EntryPath`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path has no components at all.
+    #[error("the path is empty")]
+    Empty,
+    /// The path starts with `/`.
+    #[error("the path is absolute")]
+    Absolute,
+    /// A component is `..`.
+    #[error("the path contains a `..` component")]
+    ParentDir,
+    /// A component is `.`.
+    #[error("the path contains a `.` component")]
+    CurrentDir,
+    /// Two separators in a row, or a trailing separator on a file.
+    #[error("the path contains an empty component")]
+    EmptyComponent,
+    /// A backslash: a Windows separator that would be a literal character on Linux.
+    #[error("the path contains a backslash")]
+    Backslash,
+    /// NUL or another ASCII control character.
+    #[error("the path contains a control character")]
+    ControlChar,
+    /// The name bytes are not UTF-8.
+    #[error("the path is not valid UTF-8")]
+    NotUtf8,
+    /// A component is longer than [`MAX_COMPONENT_BYTES`].
+    #[error("a path component is longer than {MAX_COMPONENT_BYTES} bytes")]
+    ComponentTooLong,
+}
+
+/// Checks one path component (a file or directory name).
+pub fn validate_component(name: &str) -> Result<(), PathError> {
+    match name {
+        "" => return Err(PathError::EmptyComponent),
+        "." => return Err(PathError::CurrentDir),
+        ".." => return Err(PathError::ParentDir),
+        _ => {}
+    }
+    if name.len() > MAX_COMPONENT_BYTES {
+        return Err(PathError::ComponentTooLong);
+    }
+    for b in name.bytes() {
+        match b {
+            b'/' => return Err(PathError::EmptyComponent),
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::ControlChar),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A path inside the package: relative, `/`-separated, UTF-8, with no `.`, `..` or empty
+/// components, no backslashes and no control characters.
+///
+/// Constructing one is the validation, so code that holds an `EntryPath` cannot hold a path that
+/// escapes the extraction directory. Bytes are kept exactly as given (no Unicode normalization),
+/// and paths order by their bytes, which is the entry order of the zip.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryPath(Arc<str>);
+
+impl EntryPath {
+    /// Validates `path`.
+    pub fn new(path: &str) -> Result<Self, PathError> {
+        if path.is_empty() {
+            return Err(PathError::Empty);
+        }
+        if path.starts_with('/') {
+            return Err(PathError::Absolute);
+        }
+        path.split('/').try_for_each(validate_component)?;
+        Ok(Self(Arc::from(path)))
+    }
+
+    /// Validates raw name bytes, which must be UTF-8.
+    pub fn from_bytes(path: &[u8]) -> Result<Self, PathError> {
+        Self::new(std::str::from_utf8(path).map_err(|_| PathError::NotUtf8)?)
+    }
+
+    /// The path as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Number of components.
+    pub fn depth(&self) -> usize {
+        self.0.split('/').count()
+    }
+
+    /// Appends one already validated component.
+    pub fn join(&self, name: &str) -> Result<Self, PathError> {
+        validate_component(name)?;
+        Ok(Self(Arc::from(format!("{}/{name}", self.0))))
+    }
+
+    /// Every proper ancestor, from the top: `a/b/c` gives `a`, `a/b`.
+    pub fn ancestors(&self) -> impl Iterator<Item = &str> {
+        self.0.match_indices('/').map(|(i, _)| &self.0[..i])
+    }
+}
+
+impl fmt::Display for EntryPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EntryPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl AsRef<str> for EntryPath {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The only permission information that survives packaging: git's rule, owner-execute or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    /// `0100644`.
+    Regular,
+    /// `0100755`.
+    Executable,
+}
+
+impl Mode {
+    /// Reduces any Unix mode to git's rule: executable if and only if the owner-exec bit is set.
+    /// Group/other bits, setuid/setgid/sticky and the umask do not matter.
+    pub fn from_unix(mode: u32) -> Self {
+        if mode & 0o100 != 0 { Self::Executable } else { Self::Regular }
+    }
+
+    /// The permission bits written to the zip: `0o644` or `0o755`.
+    pub fn permissions(self) -> u32 {
+        match self {
+            Self::Regular => 0o644,
+            Self::Executable => 0o755,
+        }
+    }
+
+    /// The full Unix mode of a regular file with these permissions.
+    pub fn unix_mode(self) -> u32 {
+        0o100_000 | self.permissions()
+    }
+}
+
+/// Where a file's bytes are read from at packing time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// A file on the local disk (directory input), read when the package is built.
+    File(PathBuf),
+    /// A range of the tree's spool file, starting at this offset (archive and git input).
+    Spooled {
+        /// Byte offset in the spool.
+        offset: u64,
+    },
+}
+
+/// One file of the package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path in the zip.
+    pub path: EntryPath,
+    /// Regular or executable.
+    pub mode: Mode,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the bytes are.
+    pub content: Content,
+}
+
+/// A tree that cannot be packaged as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    /// Two files with the same path.
+    #[error("duplicate path {0:?}")]
+    Duplicate(EntryPath),
+    /// A file whose path is also the directory of another file (`a` and `a/b`).
+    #[error("{0:?} is both a file and a directory")]
+    FileDirConflict(EntryPath),
+    /// No files.
+    #[error("the package would contain no files")]
+    Empty,
+}
+
+/// Temporary storage for file contents taken out of an archive or a git repository.
+///
+/// One unlinked temp file per tree: contents are appended while the input is decoded and read
+/// back by offset (`pread`) by the packing threads. The file disappears when the last reference
+/// is dropped, whatever happens, so a failed request leaves nothing behind.
+#[derive(Debug, Clone)]
+pub struct Spool(Arc<File>);
+
+/// Appends contents to a new [`Spool`].
+#[derive(Debug)]
+pub struct SpoolWriter {
+    file: BufWriter<File>,
+    len: u64,
+}
+
+impl SpoolWriter {
+    /// Creates an unlinked temp file in `dir`, or in the system temp directory.
+    pub fn new_in(dir: Option<&Path>) -> io::Result<Self> {
+        let file = match dir {
+            Some(dir) => tempfile::tempfile_in(dir)?,
+            None => tempfile::tempfile()?,
+        };
+        Ok(Self { file: BufWriter::with_capacity(256 * 1024, file), len: 0 })
+    }
+
+    /// Appends everything `reader` yields; returns the offset and the number of bytes.
+    pub fn append(&mut self, reader: &mut impl Read) -> io::Result<(u64, u64)> {
+        let offset = self.len;
+        let n = io::copy(reader, &mut self.file)?;
+        self.len += n;
+        Ok((offset, n))
+    }
+
+    /// Appends a byte slice; returns its offset.
+    pub fn append_bytes(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        let offset = self.len;
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(offset)
+    }
+
+    /// Bytes appended so far: the offset of the next append.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and turns the writer into a readable spool.
+    pub fn finish(self) -> io::Result<Spool> {
+        let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        Ok(Spool(Arc::new(file)))
+    }
+}
+
+/// Reads one file's bytes, wherever they are.
+#[derive(Debug)]
+pub enum ContentReader {
+    /// A file on disk.
+    File(File),
+    /// A range of the spool.
+    Spooled {
+        /// The spool file.
+        spool: Arc<File>,
+        /// Next offset to read.
+        pos: u64,
+        /// End offset (exclusive).
+        end: u64,
+    },
+}
+
+impl Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::File(f) => f.read(buf),
+            Self::Spooled { spool, pos, end } => {
+                let left = usize::try_from(*end - *pos).unwrap_or(usize::MAX);
+                let want = buf.len().min(left);
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = spool.read_at(&mut buf[..want], *pos)?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool truncated"));
+                }
+                *pos += n as u64;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// The files of one package, sorted by path bytes, with no duplicates and at least one file.
+#[derive(Debug, Clone)]
+pub struct SourceTree {
+    entries: Vec<Entry>,
+    spool: Option<Spool>,
+}
+
+impl SourceTree {
+    /// Sorts `entries` into the canonical order and checks that the set can be extracted: no
+    /// duplicate paths, no path that is both a file and a directory, and at least one file.
+    pub fn new(mut entries: Vec<Entry>, spool: Option<Spool>) -> Result<Self, TreeError> {
+        if entries.is_empty() {
+            return Err(TreeError::Empty);
+        }
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        let mut files: HashSet<&str> = HashSet::with_capacity(entries.len());
+        for pair in entries.windows(2) {
+            if pair[0].path == pair[1].path {
+                return Err(TreeError::Duplicate(pair[0].path.clone()));
+            }
+        }
+        for e in &entries {
+            files.insert(e.path.as_str());
+        }
+        for e in &entries {
+            if let Some(a) = e.path.ancestors().find(|a| files.contains(a)) {
+                let path = EntryPath::new(a).map_err(|_| TreeError::Duplicate(e.path.clone()))?;
+                return Err(TreeError::FileDirConflict(path));
+            }
+        }
+        Ok(Self { entries, spool })
+    }
+
+    /// Builds a tree from in-memory files, spooled to a temp file. Meant for tests and tools.
+    pub fn from_memory<'a>(
+        files: impl IntoIterator<Item = (&'a str, Mode, &'a [u8])>,
+    ) -> Result<Self, FromMemoryError> {
+        let mut spool = SpoolWriter::new_in(None)?;
+        let mut entries = Vec::new();
+        for (path, mode, bytes) in files {
+            let path = EntryPath::new(path)?;
+            let offset = spool.append_bytes(bytes)?;
+            entries.push(Entry {
+                path,
+                mode,
+                size: bytes.len() as u64,
+                content: Content::Spooled { offset },
+            });
+        }
+        Ok(Self::new(entries, Some(spool.finish()?))?)
+    }
+
+    /// The files, in canonical order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Sum of all file sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// Opens one entry's bytes for reading.
+    ///
+    /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
+    pub fn open(&self, entry: &Entry) -> io::Result<ContentReader> {
+        match &entry.content {
+            Content::File(path) => File::open(path).map(ContentReader::File),
+            Content::Spooled { offset } => {
+                let spool = self.spool.as_ref().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, "tree has no spool")
+                })?;
+                Ok(ContentReader::Spooled {
+                    spool: Arc::clone(&spool.0),
+                    pos: *offset,
+                    end: offset + entry.size,
+                })
+            }
+        }
+    }
+}
+
+/// Why [`SourceTree::from_memory`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FromMemoryError {
+    /// A path was invalid.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The tree was invalid.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The spool could not be written.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_reject_everything_that_could_escape_or_alias() {
+        for (bad, why) in [
+            ("", PathError::Empty),
+            ("/etc/passwd", PathError::Absolute),
+            ("////x", PathError::Absolute),
+            ("../x", PathError::ParentDir),
+            ("a/../../x", PathError::ParentDir),
+            ("./a", PathError::CurrentDir),
+            ("a//b", PathError::EmptyComponent),
+            ("a/", PathError::EmptyComponent),
+            ("a\\b", PathError::Backslash),
+            ("a\0b", PathError::ControlChar),
+            ("a\nb", PathError::ControlChar),
+        ] {
+            assert_eq!(EntryPath::new(bad), Err(why), "{bad:?}");
+        }
+        assert_eq!(EntryPath::new(&"x".repeat(256)), Err(PathError::ComponentTooLong));
+        assert_eq!(EntryPath::from_bytes(b"caf\xe9"), Err(PathError::NotUtf8));
+    }
+
+    #[test]
+    fn entry_paths_keep_unicode_bytes_as_given() {
+        let nfc = EntryPath::new("caf\u{e9}.py").expect("valid");
+        let nfd = EntryPath::new("cafe\u{301}.py").expect("valid");
+        assert_ne!(nfc, nfd);
+        assert_eq!(nfd.as_str().as_bytes(), b"cafe\xcc\x81.py");
+    }
+
+    #[test]
+    fn only_the_owner_exec_bit_decides_the_mode() {
+        assert_eq!(Mode::from_unix(0o100), Mode::Executable);
+        assert_eq!(Mode::from_unix(0o4744), Mode::Executable);
+        assert_eq!(Mode::from_unix(0o677), Mode::Regular);
+        assert_eq!(Mode::from_unix(0o7677), Mode::Regular);
+        assert_eq!(Mode::Regular.unix_mode(), 0o100644);
+        assert_eq!(Mode::Executable.unix_mode(), 0o100755);
+    }
+
+    #[test]
+    fn trees_sort_by_path_bytes_not_by_depth() {
+        let tree = SourceTree::from_memory([
+            ("a/b", Mode::Regular, &b"1"[..]),
+            ("a.b", Mode::Regular, b"2"),
+            ("a-b/c", Mode::Regular, b"3"),
+            ("a.txt", Mode::Regular, b"4"),
+            ("B.txt", Mode::Regular, b"5"),
+        ])
+        .expect("valid tree");
+        let order: Vec<_> = tree.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(order, ["B.txt", "a-b/c", "a.b", "a.txt", "a/b"]);
+    }
+
+    #[test]
+    fn trees_refuse_duplicates_conflicts_and_emptiness() {
+        let dup = SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a", Mode::Regular, b"")]);
+        assert!(matches!(dup, Err(FromMemoryError::Tree(TreeError::Duplicate(_)))));
+        let conflict =
+            SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a/b", Mode::Regular, b"")]);
+        assert!(matches!(conflict, Err(FromMemoryError::Tree(TreeError::FileDirConflict(p))) if p.as_str() == "a"));
+        let empty = SourceTree::from_memory(std::iter::empty());
+        assert!(matches!(empty, Err(FromMemoryError::Tree(TreeError::Empty))));
+    }
+
+    #[test]
+    fn spooled_content_reads_back_exactly() {
+        let tree = SourceTree::from_memory([
+            ("x", Mode::Regular, &b"hello"[..]),
+            ("y", Mode::Regular, b""),
+            ("z", Mode::Executable, b"world!"),
+        ])
+        .expect("valid tree");
+        let read = |i: usize| {
+            let mut out = Vec::new();
+            tree.open(&tree.entries()[i]).expect("open").read_to_end(&mut out).expect("read");
+            out
+        };
+        assert_eq!(read(0), b"hello");
+        assert_eq!(read(1), b"");
+        assert_eq!(read(2), b"world!");
+    }
+}

@@ -1,0 +1,367 @@
+//! Untrusted input to [`SourceTree`]: tar, tar.gz, zip, a local directory (and, later, git).
+//!
+//! Every input kind is reduced to a namespace (an archive's members in memory, a directory on
+//! disk) and walked by one function, [`walk::build_tree`], which applies the selection and the
+//! symlink policy. That is why the same files with the same exec bits give the same package
+//! whatever they arrived in. Every way an input can be bad has an [`Error`] variant with a
+//! stable [`Error::code`]; nothing here panics on input, and nothing is left on disk.
+//!
+//! All functions run synchronously, so they must be called inside `spawn_blocking()` from async
+//! code.
+
+mod dir;
+mod memory;
+pub mod select;
+mod tar;
+mod walk;
+mod zip;
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+pub use self::select::Selection;
+use self::select::Selector;
+use crate::package::{Limits, PathError, SourceTree, SpoolWriter};
+
+/// The kinds of input, as detected from their bytes (never from a name or a `Content-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    /// A POSIX, GNU or v7 tar archive.
+    Tar,
+    /// A gzip-compressed tar archive.
+    TarGz,
+    /// A zip archive.
+    Zip,
+    /// A local directory.
+    Directory,
+}
+
+impl SourceFormat {
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tar => "tar",
+            Self::TarGz => "tar.gz",
+            Self::Zip => "zip",
+            Self::Directory => "directory",
+        }
+    }
+}
+
+/// Why an input cannot be packaged. Every variant but [`Error::Io`] is the client's input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not a tar, tar.gz or zip.
+    #[error("unsupported input: {0}")]
+    UnsupportedFormat(&'static str),
+    /// Truncated, garbage or internally inconsistent archive.
+    #[error("corrupt archive: {0}")]
+    Corrupt(String),
+    /// A member name that is not a clean relative UTF-8 path.
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The name, lossily decoded.
+        path: String,
+        /// What is wrong with it.
+        reason: PathError,
+    },
+    /// A path longer than the limit.
+    #[error("path {path:?} is longer than {max} bytes")]
+    PathTooLong {
+        /// The path (possibly shortened).
+        path: String,
+        /// The limit.
+        max: u64,
+    },
+    /// A path with more components than the limit.
+    #[error("path {path:?} has more than {max} components")]
+    PathTooDeep {
+        /// The path.
+        path: String,
+        /// The limit.
+        max: u64,
+    },
+    /// A device, FIFO, socket or unknown member type.
+    #[error("{path:?} is a {kind}, which a Lambda package cannot contain")]
+    UnsupportedEntryType {
+        /// The member.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A sparse file (GNU or PAX).
+    #[error("{path:?} is a sparse file, which is not supported")]
+    SparseEntry {
+        /// The member.
+        path: String,
+    },
+    /// The same path twice.
+    #[error("{path:?} appears more than once")]
+    DuplicatePath {
+        /// The path.
+        path: String,
+    },
+    /// A path that is a file in one place and a directory in another.
+    #[error("{path:?} is both a file and a directory")]
+    PathConflict {
+        /// The path.
+        path: String,
+    },
+    /// A GNU long name or PAX header larger than the limit.
+    #[error("an extended header is larger than {max} bytes")]
+    HeaderTooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// More entries than the limit.
+    #[error("more than {max} entries")]
+    TooManyEntries {
+        /// The limit.
+        max: u64,
+    },
+    /// More unpacked bytes than the limit.
+    #[error("more than {max} bytes unpacked")]
+    UnpackedTooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// A received archive larger than the limit.
+    #[error("the archive is larger than {max} bytes")]
+    ArchiveTooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// Decompression ratio above the limit: a compression bomb.
+    #[error("the input decompresses more than {max} times its size")]
+    CompressionRatio {
+        /// The limit.
+        max: u64,
+    },
+    /// A kept symlink that is absolute or leaves the root.
+    #[error("symlink {path:?} -> {target:?} points outside the input")]
+    SymlinkEscapes {
+        /// The link.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A kept symlink whose target does not exist.
+    #[error("symlink {path:?} -> {target:?} does not resolve inside the input")]
+    SymlinkBroken {
+        /// The link.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A kept symlink that loops.
+    #[error("symlink {path:?} -> {target:?} loops")]
+    SymlinkLoop {
+        /// The link.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A tar hard link that does not name an earlier regular file.
+    #[error("hard link {path:?} -> {target:?} does not name an earlier regular file")]
+    InvalidHardLink {
+        /// The link.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// The `path` option names nothing.
+    #[error("path {path:?} does not exist in the input")]
+    SubPathNotFound {
+        /// The option.
+        path: String,
+    },
+    /// The `path` option names a file.
+    #[error("path {path:?} is not a directory")]
+    SubPathNotDirectory {
+        /// The option.
+        path: String,
+    },
+    /// The selection keeps no file.
+    #[error("the selection leaves no file to package")]
+    EmptyPackage,
+    /// An include/exclude pattern that does not parse.
+    #[error("invalid pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// Another invalid selection option.
+    #[error("invalid selection: {0}")]
+    InvalidSelection(String),
+    /// A zip entry compressed with something else than store or deflate.
+    #[error("{path:?} uses compression method {method}; only store and deflate are supported")]
+    UnsupportedCompression {
+        /// The entry.
+        path: String,
+        /// The method.
+        method: String,
+    },
+    /// An encrypted zip entry.
+    #[error("{path:?} is encrypted")]
+    EncryptedEntry {
+        /// The entry.
+        path: String,
+    },
+    /// Reading the input or writing temp storage failed: not the client's fault.
+    #[error("I/O error while reading the input")]
+    Io(#[source] io::Error),
+}
+
+impl Error {
+    /// A stable, machine-readable code (the API's `error.code`, the CLI's `error[code]`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnsupportedFormat(_) => "unsupported_format",
+            Self::Corrupt(_) => "corrupt_archive",
+            Self::InvalidPath { .. } => "invalid_path",
+            Self::PathTooLong { .. } => "path_too_long",
+            Self::PathTooDeep { .. } => "path_too_deep",
+            Self::UnsupportedEntryType { .. } => "unsupported_entry_type",
+            Self::SparseEntry { .. } => "sparse_entry",
+            Self::DuplicatePath { .. } => "duplicate_path",
+            Self::PathConflict { .. } => "path_conflict",
+            Self::HeaderTooLarge { .. } => "header_too_large",
+            Self::TooManyEntries { .. } => "too_many_entries",
+            Self::UnpackedTooLarge { .. } => "unpacked_too_large",
+            Self::ArchiveTooLarge { .. } => "archive_too_large",
+            Self::CompressionRatio { .. } => "compression_ratio_exceeded",
+            Self::SymlinkEscapes { .. } => "symlink_escapes",
+            Self::SymlinkBroken { .. } => "symlink_broken",
+            Self::SymlinkLoop { .. } => "symlink_loop",
+            Self::InvalidHardLink { .. } => "invalid_hardlink",
+            Self::SubPathNotFound { .. } => "path_not_found",
+            Self::SubPathNotDirectory { .. } => "path_not_directory",
+            Self::EmptyPackage => "empty_package",
+            Self::InvalidPattern { .. } => "invalid_pattern",
+            Self::InvalidSelection(_) => "invalid_selection",
+            Self::UnsupportedCompression { .. } => "unsupported_compression",
+            Self::EncryptedEntry { .. } => "encrypted_entry",
+            Self::Io(_) => "io_error",
+        }
+    }
+}
+
+/// Detects the input format from its first bytes (up to 512).
+pub fn detect(head: &[u8]) -> Result<SourceFormat, Error> {
+    match head {
+        [] => Err(Error::UnsupportedFormat("the input is empty")),
+        [0x1f, 0x8b, ..] => Ok(SourceFormat::TarGz),
+        [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => Ok(SourceFormat::Zip),
+        [b'B', b'Z', b'h', ..] => Err(Error::UnsupportedFormat("bzip2 input; send tar, tar.gz or zip")),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Err(Error::UnsupportedFormat("xz input; send tar, tar.gz or zip")),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Err(Error::UnsupportedFormat("zstd input; send tar, tar.gz or zip")),
+        _ if is_tar_header(head) => Ok(SourceFormat::Tar),
+        _ => Err(Error::UnsupportedFormat("not a tar, tar.gz or zip archive")),
+    }
+}
+
+/// A POSIX/GNU header says `ustar` at offset 257; a v7 header only has a valid checksum.
+fn is_tar_header(head: &[u8]) -> bool {
+    if head.len() < 512 || head[..512].iter().all(|b| *b == 0) {
+        return false;
+    }
+    if &head[257..262] == b"ustar" {
+        return true;
+    }
+    let field = &head[148..156];
+    let digits: String = field
+        .iter()
+        .map(|b| *b as char)
+        .filter(|c| c.is_digit(8))
+        .collect();
+    let Ok(stored) = u32::from_str_radix(&digits, 8) else { return false };
+    let sum: u32 = head[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) })
+        .sum();
+    sum == stored
+}
+
+/// Decodes an archive file (tar, tar.gz or zip, detected from its bytes) into a tree.
+///
+/// Contents go to an unlinked spool file in `spool_dir` (or the system temp directory), which
+/// disappears with the tree.
+pub fn from_archive(
+    mut file: File,
+    selection: &Selection,
+    limits: &Limits,
+    spool_dir: Option<&Path>,
+) -> Result<(SourceFormat, SourceTree), Error> {
+    let selector = Selector::new(selection)?;
+    let len = file.metadata().map_err(Error::Io)?.len();
+    if len > limits.max_archive_bytes {
+        return Err(Error::ArchiveTooLarge { max: limits.max_archive_bytes });
+    }
+    let mut head = Vec::with_capacity(512);
+    (&mut file).take(512).read_to_end(&mut head).map_err(Error::Io)?;
+    let format = detect(&head)?;
+    file.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
+    let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
+    match format {
+        SourceFormat::Tar => tar::read(io::BufReader::with_capacity(128 * 1024, file), false, &mut ns, limits)?,
+        SourceFormat::TarGz => tar::read(file, true, &mut ns, limits)?,
+        SourceFormat::Zip => zip::read(file, &mut ns, limits)?,
+        SourceFormat::Directory => return Err(Error::UnsupportedFormat("not an archive")),
+    }
+    Ok((format, walk::build_tree(ns, &selector, limits)?))
+}
+
+/// Reads a local directory into a tree, without following symlinks out of it.
+pub fn from_directory(dir: &Path, selection: &Selection, limits: &Limits) -> Result<SourceTree, Error> {
+    let selector = Selector::new(selection)?;
+    let root = dir.canonicalize().map_err(Error::Io)?;
+    walk::build_tree(dir::DirNamespace::new(root), &selector, limits)
+}
+
+/// Maps an error raised while reading an input stream: a limit crossed inside a reader keeps
+/// its meaning, anything else means the archive is unreadable.
+fn read_error(e: &io::Error) -> Error {
+    if let Some(limit) = e.get_ref().and_then(|inner| inner.downcast_ref::<tar::StreamLimit>()) {
+        return match *limit {
+            tar::StreamLimit::Unpacked { max } => Error::UnpackedTooLarge { max },
+            tar::StreamLimit::Ratio { max } => Error::CompressionRatio { max },
+        };
+    }
+    Error::Corrupt(e.to_string())
+}
+
+/// Reads once from an input stream, retrying interruptions.
+fn read_input(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, Error> {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(&e)),
+        }
+    }
+}
+
+/// Copies exactly `expected` bytes of an input stream into the spool; returns their offset.
+fn copy_into(spool: &mut SpoolWriter, r: &mut impl Read, expected: u64) -> Result<u64, Error> {
+    let mut buf = vec![0u8; usize::try_from(expected.clamp(1, 64 * 1024)).unwrap_or(1)];
+    let mut offset = None;
+    let mut total = 0u64;
+    loop {
+        let n = read_input(r, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let at = spool.append_bytes(&buf[..n]).map_err(Error::Io)?;
+        offset.get_or_insert(at);
+        total += n as u64;
+    }
+    if total != expected {
+        return Err(Error::Corrupt(format!("a member is truncated ({total} of {expected} bytes)")));
+    }
+    Ok(offset.unwrap_or_else(|| spool.len()))
+}

@@ -1,0 +1,213 @@
+//! Which files of the input go into the package: sub-path, strip-components, include/exclude.
+//!
+//! Patterns are gitignore patterns, matched by the `ignore` crate (`*.py` matches at any depth,
+//! `test/` means that directory and everything below it, `/x` is anchored at the package root,
+//! `**` spans directories). Patterns are matched against paths *in the package*, after
+//! `strip_components` and `path` were applied, so the same selection means the same thing for
+//! every input kind.
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use crate::package::tree::validate_component;
+
+/// Most patterns of each kind one request may give.
+pub const MAX_PATTERNS: usize = 256;
+/// Longest pattern, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// Excluded unless `default_excludes` is turned off: version-control metadata and files that
+/// differ from machine to machine (`.pyc` files embed source mtimes) and make hashes drift.
+pub const DEFAULT_EXCLUDES: &[&str] = &[".git/", ".hg/", ".svn/", ".DS_Store", "__pycache__/"];
+
+/// The selection options, as a user gives them (CLI flags, query parameters, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Selection {
+    /// A directory of the input that becomes the root of the package.
+    pub path: Option<String>,
+    /// Leading path components removed from every input path, like tar's option; entries with
+    /// no component left are dropped.
+    pub strip_components: u32,
+    /// When not empty, only files matching one of these patterns are kept.
+    pub include: Vec<String>,
+    /// Files matching one of these patterns are removed (after includes).
+    pub exclude: Vec<String>,
+    /// Whether [`DEFAULT_EXCLUDES`] apply.
+    pub default_excludes: bool,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            strip_components: 0,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            default_excludes: true,
+        }
+    }
+}
+
+/// A [`Selection`] checked and compiled.
+#[derive(Debug)]
+pub(crate) struct Selector {
+    /// Components of the sub-path (empty: the whole input).
+    pub(crate) sub: Vec<String>,
+    /// Components to strip.
+    pub(crate) strip: usize,
+    include: Option<Gitignore>,
+    exclude: Gitignore,
+}
+
+impl Selector {
+    pub(crate) fn new(selection: &Selection) -> Result<Self, Error> {
+        let sub = match selection.path.as_deref().map(|p| p.trim_matches('/')) {
+            None | Some("") | Some(".") => Vec::new(),
+            Some(p) => p
+                .split('/')
+                .map(|c| {
+                    validate_component(c).map(|()| c.to_owned()).map_err(|reason| {
+                        Error::InvalidSelection(format!("path {p:?}: {reason}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let include = if selection.include.is_empty() {
+            None
+        } else {
+            Some(compile("include", &selection.include)?)
+        };
+        let mut excludes: Vec<String> = Vec::new();
+        if selection.default_excludes {
+            excludes.extend(DEFAULT_EXCLUDES.iter().map(|s| (*s).to_owned()));
+        }
+        excludes.extend(selection.exclude.iter().cloned());
+        Ok(Self {
+            sub,
+            strip: usize::try_from(selection.strip_components).unwrap_or(usize::MAX),
+            include,
+            exclude: compile("exclude", &excludes)?,
+        })
+    }
+
+    /// Whether a file at `path` (relative to the package root) goes into the package.
+    pub(crate) fn keeps_file(&self, path: &str) -> bool {
+        let included = self
+            .include
+            .as_ref()
+            .is_none_or(|inc| inc.matched_path_or_any_parents(path, false).is_ignore());
+        included && !self.exclude.matched_path_or_any_parents(path, false).is_ignore()
+    }
+
+    /// Whether nothing below the directory at `path` can be kept, so it need not be read.
+    /// Only exclusions prune, and only when no `!` pattern could bring a file back.
+    pub(crate) fn prunes_dir(&self, path: &str) -> bool {
+        self.exclude.num_whitelists() == 0
+            && self.exclude.matched_path_or_any_parents(path, true).is_ignore()
+    }
+}
+
+fn compile(kind: &str, patterns: &[String]) -> Result<Gitignore, Error> {
+    if patterns.len() > MAX_PATTERNS {
+        return Err(Error::InvalidSelection(format!(
+            "more than {MAX_PATTERNS} {kind} patterns"
+        )));
+    }
+    let mut builder = GitignoreBuilder::new("");
+    for p in patterns {
+        if p.len() > MAX_PATTERN_BYTES || p.contains(['\n', '\r', '\0']) {
+            return Err(Error::InvalidPattern {
+                pattern: p.chars().take(64).collect(),
+                reason: format!("patterns are single lines of at most {MAX_PATTERN_BYTES} bytes"),
+            });
+        }
+        builder.add_line(None, p).map_err(|e| Error::InvalidPattern {
+            pattern: p.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    builder.build().map_err(|e| Error::InvalidPattern {
+        pattern: patterns.join(" "),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TREE: &[&str] = &[
+        "f1.py",
+        "f1.pyc",
+        "__init__.py",
+        "test/__init__.py",
+        "test/f1.py",
+        "test/f1.pyc",
+        "test2/test.txt",
+    ];
+
+    fn kept(include: &[&str], exclude: &[&str]) -> Vec<&'static str> {
+        let sel = Selection {
+            include: include.iter().map(|s| (*s).to_owned()).collect(),
+            exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+            ..Selection::default()
+        };
+        let selector = Selector::new(&sel).expect("valid selection");
+        let mut out: Vec<_> = TREE.iter().copied().filter(|p| selector.keeps_file(p)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn includes_keep_only_matching_files_at_any_depth_and_whole_directories() {
+        assert_eq!(
+            kept(&["*.py", "test2/"], &[]),
+            ["__init__.py", "f1.py", "test/__init__.py", "test/f1.py", "test2/test.txt"]
+        );
+    }
+
+    #[test]
+    fn excludes_remove_matching_files_and_directories() {
+        assert_eq!(kept(&[], &["*.pyc", "test/"]), ["__init__.py", "f1.py", "test2/test.txt"]);
+    }
+
+    #[test]
+    fn excludes_apply_after_includes() {
+        assert_eq!(kept(&["*.py"], &["test/"]), ["__init__.py", "f1.py"]);
+    }
+
+    #[test]
+    fn default_excludes_drop_vcs_and_bytecode_caches_unless_turned_off() {
+        let on = Selector::new(&Selection::default()).expect("valid");
+        for p in [".git/config", "a/.git/HEAD", "__pycache__/x.pyc", "a/__pycache__/y", ".DS_Store", "a/.svn/x", ".hg/x"] {
+            assert!(!on.keeps_file(p), "{p}");
+        }
+        assert!(on.keeps_file(".gitignore"));
+        assert!(on.prunes_dir(".git"));
+        let off = Selector::new(&Selection { default_excludes: false, ..Selection::default() })
+            .expect("valid");
+        assert!(off.keeps_file(".git/config"));
+        assert!(!off.prunes_dir(".git"));
+    }
+
+    #[test]
+    fn negated_excludes_disable_pruning() {
+        let sel = Selection { exclude: vec!["test/".into(), "!test/keep.py".into()], ..Selection::default() };
+        let s = Selector::new(&sel).expect("valid");
+        assert!(!s.prunes_dir("test"));
+        assert!(s.keeps_file("test/keep.py"));
+        assert!(!s.keeps_file("test/other.py"));
+    }
+
+    #[test]
+    fn sub_paths_must_be_plain_relative_directories() {
+        for bad in ["../x", "a/../b", "a//b", "a\\b"] {
+            let sel = Selection { path: Some(bad.into()), ..Selection::default() };
+            assert!(matches!(Selector::new(&sel), Err(Error::InvalidSelection(_))), "{bad}");
+        }
+        let sel = Selection { path: Some("/src/fn/".into()), ..Selection::default() };
+        assert_eq!(Selector::new(&sel).expect("valid").sub, ["src", "fn"]);
+    }
+}
