@@ -116,13 +116,18 @@ pub struct CommandError {
 
 impl CommandError {
     fn io(context: &str, e: &io::Error) -> Self {
-        Self { code: "io_error", message: format!("{context}: {e}"), user_error: false }
+        Self {
+            code: "io_error",
+            message: format!("{context}: {e}"),
+            user_error: false,
+        }
     }
 }
 
 impl From<publish::Error> for CommandError {
     fn from(e: publish::Error) -> Self {
-        let user_error = matches!(&e, publish::Error::Source(s) if !matches!(s, source::Error::Io(_)));
+        let user_error =
+            matches!(&e, publish::Error::Source(s) if !matches!(s, source::Error::Io(_)));
         let mut message = e.to_string();
         let mut cause = std::error::Error::source(&e);
         while let Some(c) = cause {
@@ -130,7 +135,11 @@ impl From<publish::Error> for CommandError {
             message.push_str(&c.to_string());
             cause = c.source();
         }
-        Self { code: e.code(), message, user_error }
+        Self {
+            code: e.code(),
+            message,
+            user_error,
+        }
     }
 }
 
@@ -171,7 +180,9 @@ impl PackArgs {
             if meta.is_dir() {
                 Input::Directory(path.to_owned())
             } else {
-                Input::Archive(File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?)
+                Input::Archive(
+                    File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?,
+                )
             }
         };
         let options = PackOptions {
@@ -182,18 +193,30 @@ impl PackArgs {
         let built = match &self.out {
             Some(out) => {
                 // A temp file next to the destination, renamed over it only on success.
-                let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let dir = out
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 let mut tmp = tempfile::Builder::new()
                     .prefix(".lambda-packager-")
                     .permissions(std::fs::Permissions::from_mode(0o644))
                     .tempfile_in(dir)
                     .map_err(|e| CommandError::io("creating the output file", &e))?;
-                let built = publish::build(input, &selection, &limits, &options, None, tmp.as_file_mut())?;
-                tmp.persist(out).map_err(|e| CommandError::io("writing the output file", &e.error))?;
+                let built = publish::build(
+                    input,
+                    &selection,
+                    &limits,
+                    &options,
+                    None,
+                    tmp.as_file_mut(),
+                )?;
+                tmp.persist(out)
+                    .map_err(|e| CommandError::io("writing the output file", &e.error))?;
                 built
             }
             None => {
-                let mut tmp = tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
+                let mut tmp = tempfile::tempfile()
+                    .map_err(|e| CommandError::io("creating a temp file", &e))?;
                 publish::build(input, &selection, &limits, &options, None, &mut tmp)?
             }
         };
@@ -215,10 +238,16 @@ impl PackArgs {
 /// more than the archive limit.
 fn spool_stdin(limits: &Limits) -> Result<File, CommandError> {
     let mut tmp = tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
-    let copied = io::copy(&mut io::stdin().lock().take(limits.max_archive_bytes + 1), &mut tmp)
-        .map_err(|e| CommandError::io("reading stdin", &e))?;
+    let copied = io::copy(
+        &mut io::stdin().lock().take(limits.max_archive_bytes + 1),
+        &mut tmp,
+    )
+    .map_err(|e| CommandError::io("reading stdin", &e))?;
     if copied > limits.max_archive_bytes {
-        return Err(publish::Error::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into());
+        return Err(publish::Error::from(source::Error::ArchiveTooLarge {
+            max: limits.max_archive_bytes,
+        })
+        .into());
     }
     Ok(tmp)
 }

@@ -77,7 +77,11 @@ impl FromStr for Sha256Hex {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Uppercase is refused so that one digest has exactly one spelling in keys.
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(InvalidSha256);
         }
         let mut out = [0u8; 32];
@@ -110,7 +114,10 @@ mod tests {
             d.to_string(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-        assert_eq!(d.to_base64(), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+        assert_eq!(
+            d.to_base64(),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
         assert_eq!(Sha256Hex::of_reader(&b""[..]).expect("read"), d);
     }
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use super::Error;
-use super::walk::{Namespace, Node};
+use super::walk::{Listing, Namespace, Node};
 use crate::package::tree::validate_component;
 use crate::package::{Content, EntryPath, Spool};
 
@@ -43,7 +43,10 @@ impl DirNamespace {
         Ok(if ft.is_file() {
             Node::File {
                 executable: meta.permissions().mode() & 0o100 != 0,
-                blob: DiskFile { size: meta.size(), path },
+                blob: DiskFile {
+                    size: meta.size(),
+                    path,
+                },
             }
         } else if ft.is_dir() {
             Node::Dir
@@ -80,14 +83,17 @@ impl Namespace for DirNamespace {
         }
     }
 
-    fn read_dir(&mut self, dir: &[String]) -> Result<Vec<(String, Node<DiskFile>)>, Error> {
+    fn read_dir(&mut self, dir: &[String]) -> Result<Listing<DiskFile>, Error> {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.path(dir)).map_err(Error::Io)? {
             let entry = entry.map_err(Error::Io)?;
-            let name = entry.file_name().into_string().map_err(|name| Error::InvalidPath {
-                path: format!("{}/{}", dir.join("/"), name.to_string_lossy()),
-                reason: crate::package::PathError::NotUtf8,
-            })?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|name| Error::InvalidPath {
+                    path: format!("{}/{}", dir.join("/"), name.to_string_lossy()),
+                    reason: crate::package::PathError::NotUtf8,
+                })?;
             validate_component(&name).map_err(|reason| Error::InvalidPath {
                 path: format!("{}/{name}", dir.join("/")),
                 reason,

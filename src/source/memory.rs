@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::Error;
-use super::walk::{Namespace, Node};
+use super::walk::{Listing, Namespace, Node};
 use crate::package::{Content, EntryPath, Limits, Spool, SpoolWriter};
 
 /// A file's bytes in the spool.
@@ -39,7 +39,11 @@ pub(crate) struct MemNamespace {
 
 /// What an inserted entry is.
 pub(crate) enum Kind<'a, R> {
-    File { executable: bool, data: &'a mut R, size: u64 },
+    File {
+        executable: bool,
+        data: &'a mut R,
+        size: u64,
+    },
     Dir,
     Symlink(String),
     HardLink(Vec<u8>),
@@ -61,7 +65,9 @@ impl MemNamespace {
     pub(crate) fn count_entry(&mut self) -> Result<(), Error> {
         self.entries += 1;
         if self.entries > self.limits.max_entries {
-            return Err(Error::TooManyEntries { max: self.limits.max_entries });
+            return Err(Error::TooManyEntries {
+                max: self.limits.max_entries,
+            });
         }
         Ok(())
     }
@@ -88,7 +94,10 @@ impl MemNamespace {
             return if is_dir {
                 Ok(Vec::new())
             } else {
-                Err(Error::InvalidPath { path: lossy(), reason: crate::package::PathError::Empty })
+                Err(Error::InvalidPath {
+                    path: lossy(),
+                    reason: crate::package::PathError::Empty,
+                })
             };
         }
         if s.len() as u64 > self.limits.max_path_bytes {
@@ -97,15 +106,25 @@ impl MemNamespace {
                 max: self.limits.max_path_bytes,
             });
         }
-        let path = EntryPath::new(s).map_err(|reason| Error::InvalidPath { path: lossy(), reason })?;
+        let path = EntryPath::new(s).map_err(|reason| Error::InvalidPath {
+            path: lossy(),
+            reason,
+        })?;
         if path.depth() as u64 > self.limits.max_path_depth {
-            return Err(Error::PathTooDeep { path: path.to_string(), max: self.limits.max_path_depth });
+            return Err(Error::PathTooDeep {
+                path: path.to_string(),
+                max: self.limits.max_path_depth,
+            });
         }
         Ok(path.as_str().split('/').map(str::to_owned).collect())
     }
 
     /// Inserts one member. Its directories are created implicitly.
-    pub(crate) fn insert<R: Read>(&mut self, raw_path: &[u8], kind: Kind<'_, R>) -> Result<(), Error> {
+    pub(crate) fn insert<R: Read>(
+        &mut self,
+        raw_path: &[u8],
+        kind: Kind<'_, R>,
+    ) -> Result<(), Error> {
         let is_dir = matches!(kind, Kind::Dir);
         let comps = self.components(raw_path, is_dir)?;
         let Some((name, parents)) = comps.split_last() else {
@@ -118,9 +137,10 @@ impl MemNamespace {
             Kind::HardLink(target) => {
                 let target_comps = self.components(&target, false)?;
                 match self.get(&target_comps) {
-                    Some(MemNode::File { executable, range }) => {
-                        MemNode::File { executable: *executable, range: *range }
-                    }
+                    Some(MemNode::File { executable, range }) => MemNode::File {
+                        executable: *executable,
+                        range: *range,
+                    },
                     _ => {
                         return Err(Error::InvalidHardLink {
                             path: path(),
@@ -129,22 +149,37 @@ impl MemNamespace {
                     }
                 }
             }
-            Kind::File { executable, data, size } => {
+            Kind::File {
+                executable,
+                data,
+                size,
+            } => {
                 // Checked before reading so a lying size cannot make us spool past the limit.
                 self.bytes = self.bytes.saturating_add(size);
                 if self.bytes > self.limits.max_unpacked_bytes {
-                    return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
+                    return Err(Error::UnpackedTooLarge {
+                        max: self.limits.max_unpacked_bytes,
+                    });
                 }
                 let offset = super::copy_into(&mut self.spool, &mut data.take(size), size)?;
-                MemNode::File { executable, range: SpoolRange { offset, size } }
+                MemNode::File {
+                    executable,
+                    range: SpoolRange { offset, size },
+                }
             }
         };
         let mut dir = &mut self.root;
         for (i, c) in parents.iter().enumerate() {
-            let next = dir.entry(c.clone()).or_insert_with(|| MemNode::Dir(BTreeMap::new()));
+            let next = dir
+                .entry(c.clone())
+                .or_insert_with(|| MemNode::Dir(BTreeMap::new()));
             match next {
                 MemNode::Dir(children) => dir = children,
-                _ => return Err(Error::PathConflict { path: comps[..=i].join("/") }),
+                _ => {
+                    return Err(Error::PathConflict {
+                        path: comps[..=i].join("/"),
+                    });
+                }
             }
         }
         match (dir.get(name), &node) {
@@ -186,7 +221,10 @@ impl MemNamespace {
 
 fn to_node(node: &MemNode) -> Node<SpoolRange> {
     match node {
-        MemNode::File { executable, range } => Node::File { executable: *executable, blob: *range },
+        MemNode::File { executable, range } => Node::File {
+            executable: *executable,
+            blob: *range,
+        },
         MemNode::Dir(_) => Node::Dir,
         MemNode::Symlink(t) => Node::Symlink(t.clone()),
     }
@@ -199,15 +237,24 @@ impl Namespace for MemNamespace {
         Ok(self.dir(dir).and_then(|d| d.get(name)).map(to_node))
     }
 
-    fn read_dir(&mut self, dir: &[String]) -> Result<Vec<(String, Node<SpoolRange>)>, Error> {
+    fn read_dir(&mut self, dir: &[String]) -> Result<Listing<SpoolRange>, Error> {
         Ok(self
             .dir(dir)
             .map(|d| d.iter().map(|(k, v)| (k.clone(), to_node(v))).collect())
             .unwrap_or_default())
     }
 
-    fn materialize(&mut self, blob: &SpoolRange, _path: &EntryPath) -> Result<(Content, u64), Error> {
-        Ok((Content::Spooled { offset: blob.offset }, blob.size))
+    fn materialize(
+        &mut self,
+        blob: &SpoolRange,
+        _path: &EntryPath,
+    ) -> Result<(Content, u64), Error> {
+        Ok((
+            Content::Spooled {
+                offset: blob.offset,
+            },
+            blob.size,
+        ))
     }
 
     fn into_spool(self) -> Result<Option<Spool>, Error> {

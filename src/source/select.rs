@@ -68,9 +68,9 @@ impl Selector {
             Some(p) => p
                 .split('/')
                 .map(|c| {
-                    validate_component(c).map(|()| c.to_owned()).map_err(|reason| {
-                        Error::InvalidSelection(format!("path {p:?}: {reason}"))
-                    })
+                    validate_component(c)
+                        .map(|()| c.to_owned())
+                        .map_err(|reason| Error::InvalidSelection(format!("path {p:?}: {reason}")))
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -98,14 +98,21 @@ impl Selector {
             .include
             .as_ref()
             .is_none_or(|inc| inc.matched_path_or_any_parents(path, false).is_ignore());
-        included && !self.exclude.matched_path_or_any_parents(path, false).is_ignore()
+        included
+            && !self
+                .exclude
+                .matched_path_or_any_parents(path, false)
+                .is_ignore()
     }
 
     /// Whether nothing below the directory at `path` can be kept, so it need not be read.
     /// Only exclusions prune, and only when no `!` pattern could bring a file back.
     pub(crate) fn prunes_dir(&self, path: &str) -> bool {
         self.exclude.num_whitelists() == 0
-            && self.exclude.matched_path_or_any_parents(path, true).is_ignore()
+            && self
+                .exclude
+                .matched_path_or_any_parents(path, true)
+                .is_ignore()
     }
 }
 
@@ -123,10 +130,12 @@ fn compile(kind: &str, patterns: &[String]) -> Result<Gitignore, Error> {
                 reason: format!("patterns are single lines of at most {MAX_PATTERN_BYTES} bytes"),
             });
         }
-        builder.add_line(None, p).map_err(|e| Error::InvalidPattern {
-            pattern: p.clone(),
-            reason: e.to_string(),
-        })?;
+        builder
+            .add_line(None, p)
+            .map_err(|e| Error::InvalidPattern {
+                pattern: p.clone(),
+                reason: e.to_string(),
+            })?;
     }
     builder.build().map_err(|e| Error::InvalidPattern {
         pattern: patterns.join(" "),
@@ -155,7 +164,11 @@ mod tests {
             ..Selection::default()
         };
         let selector = Selector::new(&sel).expect("valid selection");
-        let mut out: Vec<_> = TREE.iter().copied().filter(|p| selector.keeps_file(p)).collect();
+        let mut out: Vec<_> = TREE
+            .iter()
+            .copied()
+            .filter(|p| selector.keeps_file(p))
+            .collect();
         out.sort_unstable();
         out
     }
@@ -164,13 +177,22 @@ mod tests {
     fn includes_keep_only_matching_files_at_any_depth_and_whole_directories() {
         assert_eq!(
             kept(&["*.py", "test2/"], &[]),
-            ["__init__.py", "f1.py", "test/__init__.py", "test/f1.py", "test2/test.txt"]
+            [
+                "__init__.py",
+                "f1.py",
+                "test/__init__.py",
+                "test/f1.py",
+                "test2/test.txt"
+            ]
         );
     }
 
     #[test]
     fn excludes_remove_matching_files_and_directories() {
-        assert_eq!(kept(&[], &["*.pyc", "test/"]), ["__init__.py", "f1.py", "test2/test.txt"]);
+        assert_eq!(
+            kept(&[], &["*.pyc", "test/"]),
+            ["__init__.py", "f1.py", "test2/test.txt"]
+        );
     }
 
     #[test]
@@ -181,20 +203,34 @@ mod tests {
     #[test]
     fn default_excludes_drop_vcs_and_bytecode_caches_unless_turned_off() {
         let on = Selector::new(&Selection::default()).expect("valid");
-        for p in [".git/config", "a/.git/HEAD", "__pycache__/x.pyc", "a/__pycache__/y", ".DS_Store", "a/.svn/x", ".hg/x"] {
+        for p in [
+            ".git/config",
+            "a/.git/HEAD",
+            "__pycache__/x.pyc",
+            "a/__pycache__/y",
+            ".DS_Store",
+            "a/.svn/x",
+            ".hg/x",
+        ] {
             assert!(!on.keeps_file(p), "{p}");
         }
         assert!(on.keeps_file(".gitignore"));
         assert!(on.prunes_dir(".git"));
-        let off = Selector::new(&Selection { default_excludes: false, ..Selection::default() })
-            .expect("valid");
+        let off = Selector::new(&Selection {
+            default_excludes: false,
+            ..Selection::default()
+        })
+        .expect("valid");
         assert!(off.keeps_file(".git/config"));
         assert!(!off.prunes_dir(".git"));
     }
 
     #[test]
     fn negated_excludes_disable_pruning() {
-        let sel = Selection { exclude: vec!["test/".into(), "!test/keep.py".into()], ..Selection::default() };
+        let sel = Selection {
+            exclude: vec!["test/".into(), "!test/keep.py".into()],
+            ..Selection::default()
+        };
         let s = Selector::new(&sel).expect("valid");
         assert!(!s.prunes_dir("test"));
         assert!(s.keeps_file("test/keep.py"));
@@ -204,10 +240,19 @@ mod tests {
     #[test]
     fn sub_paths_must_be_plain_relative_directories() {
         for bad in ["../x", "a/../b", "a//b", "a\\b"] {
-            let sel = Selection { path: Some(bad.into()), ..Selection::default() };
-            assert!(matches!(Selector::new(&sel), Err(Error::InvalidSelection(_))), "{bad}");
+            let sel = Selection {
+                path: Some(bad.into()),
+                ..Selection::default()
+            };
+            assert!(
+                matches!(Selector::new(&sel), Err(Error::InvalidSelection(_))),
+                "{bad}"
+            );
         }
-        let sel = Selection { path: Some("/src/fn/".into()), ..Selection::default() };
+        let sel = Selection {
+            path: Some("/src/fn/".into()),
+            ..Selection::default()
+        };
         assert_eq!(Selector::new(&sel).expect("valid").sub, ["src", "fn"]);
     }
 }

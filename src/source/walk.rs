@@ -31,6 +31,9 @@ pub(crate) enum Node<B> {
     Special(&'static str),
 }
 
+/// A directory listing: names and what they denote.
+pub(crate) type Listing<B> = Vec<(String, Node<B>)>;
+
 /// An input's file namespace. Directory paths given to it are lists of components that the walk
 /// has already resolved to real directories (no symlink among them).
 pub(crate) trait Namespace {
@@ -41,10 +44,11 @@ pub(crate) trait Namespace {
     fn lookup(&mut self, dir: &[String], name: &str) -> Result<Option<Node<Self::Blob>>, Error>;
 
     /// The entries of directory `dir`, in any order.
-    fn read_dir(&mut self, dir: &[String]) -> Result<Vec<(String, Node<Self::Blob>)>, Error>;
+    fn read_dir(&mut self, dir: &[String]) -> Result<Listing<Self::Blob>, Error>;
 
     /// Makes a file's bytes readable at packing time; returns where they are and their size.
-    fn materialize(&mut self, blob: &Self::Blob, path: &EntryPath) -> Result<(Content, u64), Error>;
+    fn materialize(&mut self, blob: &Self::Blob, path: &EntryPath)
+    -> Result<(Content, u64), Error>;
 
     /// Hands over the spool holding materialized bytes, if the namespace made one.
     fn into_spool(self) -> Result<Option<Spool>, Error>;
@@ -65,10 +69,16 @@ pub(crate) fn build_tree<N: Namespace>(
         entries: Vec::new(),
         bytes: 0,
         stack: Vec::new(),
-        sub_kind: if selector.sub.is_empty() { SubKind::Dir } else { SubKind::Missing },
+        sub_kind: if selector.sub.is_empty() {
+            SubKind::Dir
+        } else {
+            SubKind::Missing
+        },
     };
     walk.dir(Vec::new(), Vec::new())?;
-    let Walk { entries, sub_kind, .. } = walk;
+    let Walk {
+        entries, sub_kind, ..
+    } = walk;
     let sub = || selector.sub.join("/");
     match sub_kind {
         SubKind::Dir => {}
@@ -77,8 +87,12 @@ pub(crate) fn build_tree<N: Namespace>(
     }
     let spool = ns.into_spool()?;
     SourceTree::new(entries, spool).map_err(|e| match e {
-        TreeError::Duplicate(p) => Error::DuplicatePath { path: p.to_string() },
-        TreeError::FileDirConflict(p) => Error::PathConflict { path: p.to_string() },
+        TreeError::Duplicate(p) => Error::DuplicatePath {
+            path: p.to_string(),
+        },
+        TreeError::FileDirConflict(p) => Error::PathConflict {
+            path: p.to_string(),
+        },
         TreeError::Empty => Error::EmptyPackage,
     })
 }
@@ -130,13 +144,19 @@ struct Walk<'a, N: Namespace> {
 impl<N: Namespace> Walk<'_, N> {
     /// Classifies a path of the input (as reached, through links) against the selection.
     fn place(&self, logical: &[String]) -> Place {
-        let Some(out) = logical.get(self.sel.strip..) else { return Place::Route };
+        let Some(out) = logical.get(self.sel.strip..) else {
+            return Place::Route;
+        };
         if out.is_empty() {
             return Place::Route;
         }
         let sub = &self.sel.sub;
         if out.len() < sub.len() {
-            return if sub.starts_with(out) { Place::Route } else { Place::Outside };
+            return if sub.starts_with(out) {
+                Place::Route
+            } else {
+                Place::Outside
+            };
         }
         if !out.starts_with(sub) {
             return Place::Outside;
@@ -173,7 +193,9 @@ impl<N: Namespace> Walk<'_, N> {
                     self.enter(&place, child_real, child_logical)?;
                 }
                 Node::Symlink(target) => match self.resolve(&real, &target) {
-                    Ok(Target::File { executable, blob }) => self.file(&place, executable, &blob)?,
+                    Ok(Target::File { executable, blob }) => {
+                        self.file(&place, executable, &blob)?
+                    }
                     Ok(Target::Dir(target_real)) => {
                         if self.stack.iter().any(|d| d.starts_with(&target_real)) {
                             self.link_error(&place, &child_logical, &target, LinkError::Loop)?;
@@ -192,7 +214,12 @@ impl<N: Namespace> Walk<'_, N> {
     }
 
     /// Enters a directory (real or reached through a link) unless the selection prunes it.
-    fn enter(&mut self, place: &Place, real: Vec<String>, logical: Vec<String>) -> Result<(), Error> {
+    fn enter(
+        &mut self,
+        place: &Place,
+        real: Vec<String>,
+        logical: Vec<String>,
+    ) -> Result<(), Error> {
         match place {
             Place::Outside => Ok(()),
             Place::Route => self.dir(real, logical),
@@ -215,31 +242,58 @@ impl<N: Namespace> Walk<'_, N> {
             _ => return Ok(()),
         };
         if path.len() as u64 > self.limits.max_path_bytes {
-            return Err(Error::PathTooLong { path: path.clone(), max: self.limits.max_path_bytes });
+            return Err(Error::PathTooLong {
+                path: path.clone(),
+                max: self.limits.max_path_bytes,
+            });
         }
-        let entry_path = EntryPath::new(path)
-            .map_err(|reason| Error::InvalidPath { path: path.clone(), reason })?;
+        let entry_path = EntryPath::new(path).map_err(|reason| Error::InvalidPath {
+            path: path.clone(),
+            reason,
+        })?;
         if entry_path.depth() as u64 > self.limits.max_path_depth {
-            return Err(Error::PathTooDeep { path: path.clone(), max: self.limits.max_path_depth });
+            return Err(Error::PathTooDeep {
+                path: path.clone(),
+                max: self.limits.max_path_depth,
+            });
         }
         if self.entries.len() as u64 >= self.limits.max_entries {
-            return Err(Error::TooManyEntries { max: self.limits.max_entries });
+            return Err(Error::TooManyEntries {
+                max: self.limits.max_entries,
+            });
         }
         let (content, size) = self.ns.materialize(blob, &entry_path)?;
         self.bytes = self.bytes.saturating_add(size);
         if self.bytes > self.limits.max_unpacked_bytes {
-            return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
+            return Err(Error::UnpackedTooLarge {
+                max: self.limits.max_unpacked_bytes,
+            });
         }
-        let mode = if executable { Mode::Executable } else { Mode::Regular };
-        self.entries.push(Entry { path: entry_path, mode, size, content });
+        let mode = if executable {
+            Mode::Executable
+        } else {
+            Mode::Regular
+        };
+        self.entries.push(Entry {
+            path: entry_path,
+            mode,
+            size,
+            content,
+        });
         Ok(())
     }
 
-    fn special(&mut self, place: &Place, logical: &[String], kind: &'static str) -> Result<(), Error> {
+    fn special(
+        &mut self,
+        place: &Place,
+        logical: &[String],
+        kind: &'static str,
+    ) -> Result<(), Error> {
         match place {
-            Place::Inside(path) if self.sel.keeps_file(path) => {
-                Err(Error::UnsupportedEntryType { path: logical.join("/"), kind })
-            }
+            Place::Inside(path) if self.sel.keeps_file(path) => Err(Error::UnsupportedEntryType {
+                path: logical.join("/"),
+                kind,
+            }),
             Place::SubRoot => {
                 self.sub_kind = SubKind::NotDir;
                 Ok(())
@@ -287,7 +341,10 @@ impl<N: Namespace> Walk<'_, N> {
         if target.starts_with('/') {
             return Err(LinkError::Escapes);
         }
-        let parts: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let parts: Vec<&str> = target
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             if *part == ".." {

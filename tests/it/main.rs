@@ -1,0 +1,9 @@
+//! The integration tests: one binary (one link of the library) for every suite.
+#![expect(
+    unreachable_pub,
+    reason = "support items are `pub` to be shared between test modules"
+)]
+
+mod format_rules;
+mod golden;
+mod support;
