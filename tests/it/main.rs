@@ -4,6 +4,7 @@
     reason = "support items are `pub` to be shared between test modules"
 )]
 
+mod bad_input;
 mod format_rules;
 mod golden;
 mod support;
