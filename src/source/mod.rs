@@ -318,6 +318,7 @@ pub fn from_archive(
             max: limits.max_archive_bytes,
         });
     }
+    file.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
     let mut head = Vec::with_capacity(512);
     (&mut file)
         .take(512)

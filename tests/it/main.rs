@@ -5,6 +5,8 @@
 )]
 
 mod bad_input;
+mod cli;
 mod format_rules;
 mod golden;
+mod properties;
 mod support;
