@@ -8,8 +8,11 @@
 //! - [`publish`]: the one use case, input to stored package, shared by the API and the CLI.
 //! - [`cli`]: command-line arguments and commands.
 
+pub mod blocking;
 pub mod cli;
+pub mod config;
 pub mod package;
 pub mod publish;
 pub mod source;
 pub mod store;
+pub mod telemetry;

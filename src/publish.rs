@@ -1,13 +1,20 @@
 //! The one use case shared by the HTTP API and the CLI: input bytes in, canonical zip out.
 //!
-//! decode (`source`) → canonicalize and hash (`package`). Callers choose where the zip file lives
-//! (a temp file next to `--out`, or the store's staging area) and what happens to it next.
+//! [`build`]: decode (`source`) → canonicalize and hash (`package`), synchronous; the CLI's `pack`.
+//! [`Publisher::publish`]: `build` in the blocking pool, then store exactly once; the API's
+//! `POST /v1/functions/{function}/package`. No HTTP type appears here.
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::package::{self, Limits, PackOptions, Packed};
+use crate::blocking::{BlockingPool, PoolError};
+use crate::package::{self, CancelFlag, Limits, PackOptions, Packed};
 use crate::source::{self, Selection, SourceFormat};
+use crate::store::key::{FunctionName, KeyError, KeyPrefix, ObjectKey};
+use crate::store::{self, Backend, ObjectMeta, PutOutcome, Staged, Store};
 
 /// Where the source tree comes from.
 #[derive(Debug)]
@@ -70,4 +77,277 @@ pub fn build(
     };
     let packed = package::pack(&tree, options, out)?;
     Ok(Built { packed, format })
+}
+
+/// Why publishing a package failed (building it, or storing it).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Building failed.
+    #[error(transparent)]
+    Build(#[from] Error),
+    /// No worker was free, or the work panicked.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The key already holds different bytes: never reported as success.
+    #[error(
+        "{key} already exists with different content ({stored_size} bytes stored, {size} bytes built)"
+    )]
+    KeyConflict {
+        /// The key.
+        key: String,
+        /// Size of the stored object.
+        stored_size: u64,
+        /// Size of the package just built.
+        size: u64,
+    },
+    /// Operator and request prefixes do not form a valid prefix.
+    #[error("invalid key prefix: {0}")]
+    Prefix(#[from] KeyError),
+    /// The temp file for the zip could not be created.
+    #[error("creating a staging file")]
+    Staging(#[source] std::io::Error),
+}
+
+/// One request to publish a package.
+#[derive(Debug)]
+pub struct PublishRequest {
+    /// The Lambda function.
+    pub function: FunctionName,
+    /// The request's own prefix, after the operator's (only if the operator allows it).
+    pub prefix: Option<KeyPrefix>,
+    /// Which files to package.
+    pub selection: Selection,
+    /// The source.
+    pub input: Input,
+    /// Compute everything, store nothing.
+    pub dry_run: bool,
+}
+
+/// What happened to the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// This call stored it.
+    Created,
+    /// It was already stored, with the same bytes.
+    AlreadyExisted,
+    /// Dry run: nothing stored; whether the key exists.
+    DryRun {
+        /// The key exists (with the same bytes).
+        exists: bool,
+    },
+}
+
+/// A published (or dry-run) package.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Its key.
+    pub key: ObjectKey,
+    /// Digest, size, file count.
+    pub packed: Packed,
+    /// The detected input format.
+    pub format: SourceFormat,
+    /// What this call did.
+    pub outcome: Outcome,
+    /// The S3 version id, on versioned buckets.
+    pub version_id: Option<String>,
+}
+
+/// Turns uploads into stored packages: build in the blocking pool, then store exactly once.
+#[derive(Debug)]
+pub struct Publisher {
+    store: Backend,
+    pool: BlockingPool,
+    limits: Limits,
+    threads: NonZeroUsize,
+    prefix: KeyPrefix,
+    temp_dir: Option<PathBuf>,
+    /// One lock per key being stored, so concurrent requests for one key in this replica
+    /// upload once: the others wait, then find the object with HEAD.
+    inflight: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// Sets a cancellation flag when dropped: a request that goes away (client disconnect,
+/// timeout) stops its blocking work at the next entry instead of finishing for nobody.
+struct CancelOnDrop(CancelFlag);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl Publisher {
+    /// A publisher over `store`.
+    pub fn new(
+        store: Backend,
+        pool: BlockingPool,
+        limits: Limits,
+        threads: NonZeroUsize,
+        prefix: KeyPrefix,
+        temp_dir: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            store,
+            pool,
+            limits,
+            threads,
+            prefix,
+            temp_dir,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Backend {
+        &self.store
+    }
+
+    /// The limits applied to every request.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The directory for request temp files (uploads, spools).
+    pub fn temp_dir(&self) -> Option<&Path> {
+        self.temp_dir.as_deref()
+    }
+
+    /// The blocking pool.
+    pub fn pool(&self) -> &BlockingPool {
+        &self.pool
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = map.get(key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
+
+    /// Builds the package and stores it under its content-addressed key exactly once.
+    ///
+    /// HEAD first: an existing object with the same size (and checksum, when the store keeps
+    /// one) means `AlreadyExisted`; different bytes are a [`PublishError::KeyConflict`]. Absent:
+    /// a conditional put; losing that race to another replica is `AlreadyExisted` after the
+    /// same verification.
+    #[tracing::instrument(skip_all, fields(function = %request.function, dry_run = request.dry_run))]
+    pub async fn publish(&self, request: PublishRequest) -> Result<Published, PublishError> {
+        let PublishRequest {
+            function,
+            prefix,
+            selection,
+            input,
+            dry_run,
+        } = request;
+        let prefix = match &prefix {
+            Some(p) => self.prefix.join(p)?,
+            None => self.prefix.clone(),
+        };
+        let cancel = CancelFlag::default();
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        let staging_dir = self
+            .store
+            .staging_dir()
+            .map(Path::to_owned)
+            .or_else(|| self.temp_dir.clone());
+        let (limits, spool_dir) = (self.limits, self.temp_dir.clone());
+        let options = PackOptions {
+            threads: self.threads,
+            cancel,
+        };
+        let started = std::time::Instant::now();
+        let (file, built) = self
+            .pool
+            .run(move || -> Result<_, PublishError> {
+                let mut file = match &staging_dir {
+                    Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
+                    None => tempfile::Builder::new()
+                        .prefix("lambda-packager-")
+                        .tempfile(),
+                }
+                .map_err(PublishError::Staging)?;
+                let built = build(
+                    input,
+                    &selection,
+                    &limits,
+                    &options,
+                    spool_dir.as_deref(),
+                    file.as_file_mut(),
+                )?;
+                Ok((file, built))
+            })
+            .await??;
+        let format = built.format.as_str();
+        metrics::histogram!("pack_duration_seconds", "format" => format)
+            .record(started.elapsed().as_secs_f64());
+        let key = ObjectKey::package(&prefix, &function, built.packed.sha256);
+        let key_text = key.to_string();
+        tracing::Span::current().record("key", key_text.as_str());
+        let published = |outcome, version_id| Published {
+            key: key.clone(),
+            packed: built.packed.clone(),
+            format: built.format,
+            outcome,
+            version_id,
+        };
+
+        let lock = self.key_lock(&key_text);
+        let _held = lock.lock().await;
+        if let Some(meta) = self.store.head(&key_text).await? {
+            verify(&meta, &built.packed)?;
+            if dry_run {
+                return Ok(published(Outcome::DryRun { exists: true }, meta.version_id));
+            }
+            metrics::counter!("packages_deduplicated_total").increment(1);
+            return Ok(published(Outcome::AlreadyExisted, meta.version_id));
+        }
+        if dry_run {
+            return Ok(published(Outcome::DryRun { exists: false }, None));
+        }
+        let staged = Staged {
+            file,
+            size: built.packed.size,
+            sha256: built.packed.sha256,
+        };
+        match self.store.put_if_absent(&key, staged).await? {
+            PutOutcome::Created { version_id } => {
+                metrics::counter!("packages_created_total").increment(1);
+                metrics::counter!("package_bytes_total").increment(built.packed.size);
+                Ok(published(Outcome::Created, version_id))
+            }
+            PutOutcome::AlreadyExists => {
+                // Another replica won the race: make sure it stored the same bytes.
+                let meta = self.store.head(&key_text).await?.ok_or_else(|| {
+                    store::Error::Backend("the object vanished after a conditional put lost".into())
+                })?;
+                verify(&meta, &built.packed)?;
+                metrics::counter!("packages_deduplicated_total").increment(1);
+                Ok(published(Outcome::AlreadyExisted, meta.version_id))
+            }
+        }
+    }
+}
+
+/// An existing object counts as "this package" only if its size, and its checksum when the
+/// store keeps a full-object one, are ours.
+fn verify(meta: &ObjectMeta, packed: &Packed) -> Result<(), PublishError> {
+    let checksum_differs = meta
+        .checksum_sha256
+        .as_deref()
+        .is_some_and(|c| !c.contains('-') && c != packed.code_sha256());
+    if meta.size != packed.size || checksum_differs {
+        return Err(PublishError::KeyConflict {
+            key: meta.key.clone(),
+            stored_size: meta.size,
+            size: packed.size,
+        });
+    }
+    Ok(())
 }

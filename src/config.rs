@@ -1,0 +1,332 @@
+//! Service configuration: built-in defaults, overlaid by a TOML file, overlaid by environment
+//! variables (`LAMBDA_PACKAGER_<SECTION>__<KEY>`), via figment.
+//!
+//! With no file and no variable the service runs on its embedded default: a local store in
+//! `./artifacts`, listening on 127.0.0.1:8080. `config/packager.toml` documents every key.
+//! Invalid configuration stops startup with a message that names the key. Secrets (bearer
+//! tokens) are `SecretString`s, so they never reach logs or `Debug` output.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::package::Limits;
+use crate::store::key::KeyPrefix;
+
+/// Prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "LAMBDA_PACKAGER_";
+
+/// Environment variable holding the path of the configuration file.
+pub const CONFIG_PATH_ENV: &str = "LAMBDA_PACKAGER_CONFIG";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, timeouts and load limits.
+    pub server: ServerConfig,
+    /// Bearer-token authentication.
+    pub auth: AuthConfig,
+    /// The packaging worker pool.
+    pub pack: PackConfig,
+    /// Limits on each request's input.
+    pub limits: Limits,
+    /// Where packages are stored and how they are named.
+    pub store: StoreConfig,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+/// Listeners, timeouts and load limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// API listener. Default `127.0.0.1:8080` (use `0.0.0.0:8080` in a container).
+    pub listen: SocketAddr,
+    /// Admin listener for `/metrics` (and the health probes). Default `127.0.0.1:9090`.
+    pub admin_listen: SocketAddr,
+    /// Longest time to receive a request's headers, in seconds. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// Longest time for a whole request, upload included, in seconds. Default 300.
+    pub request_timeout_secs: u64,
+    /// Largest request body, in bytes. Default 269,484,032 (Lambda's 250 MB plus 1 MiB).
+    pub max_body_bytes: u64,
+    /// Most requests handled at once; more get 503 with `Retry-After`. Default 64.
+    pub concurrency_limit: usize,
+    /// Longest drain of in-flight requests on SIGTERM/SIGINT, in seconds. Default 30.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 300,
+            max_body_bytes: crate::package::limits::LAMBDA_UNZIPPED_LIMIT + 7 * 1024 * 1024,
+            concurrency_limit: 64,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Bearer-token authentication.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted tokens. Empty: no authentication. Health endpoints are always open.
+    pub tokens: Vec<SecretString>,
+}
+
+/// The packaging worker pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PackConfig {
+    /// Packages built at once (the blocking pool's size). Default: the number of cores.
+    pub workers: NonZeroUsize,
+    /// Compression threads per package (bytes do not depend on it). Default 1: requests are the
+    /// parallelism of a busy service.
+    pub threads: NonZeroUsize,
+    /// Longest wait for a free worker before 503, in seconds. Default 30.
+    pub queue_timeout_secs: u64,
+    /// Directory for uploads, spools and zips being built. Default: the system temp directory.
+    pub temp_dir: Option<PathBuf>,
+}
+
+impl Default for PackConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            threads: NonZeroUsize::MIN,
+            queue_timeout_secs: 30,
+            temp_dir: None,
+        }
+    }
+}
+
+/// Which store backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A local directory (the embedded default).
+    #[default]
+    Local,
+    /// An S3 bucket.
+    S3,
+}
+
+/// Where packages are stored and how they are named.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `local` (default) or `s3`.
+    pub backend: StoreKind,
+    /// Operator's key prefix, before every key (empty or ending in `/`).
+    #[serde(deserialize_with = "de_prefix")]
+    pub prefix: KeyPrefix,
+    /// Whether a request may add its own `prefix` (after the operator's). Default false.
+    pub allow_request_prefix: bool,
+    /// The local backend.
+    pub local: LocalStoreConfig,
+    /// The S3 backend.
+    pub s3: S3StoreConfig,
+}
+
+fn de_prefix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KeyPrefix, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+/// The local backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalStoreConfig {
+    /// Directory holding the packages. Default `./artifacts`.
+    pub path: PathBuf,
+}
+
+impl Default for LocalStoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("artifacts"),
+        }
+    }
+}
+
+/// The S3 backend. Credentials come from the standard AWS chain (environment, profile, web
+/// identity/IRSA, instance metadata), never from this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3StoreConfig {
+    /// Bucket name (required with `backend = "s3"`).
+    pub bucket: String,
+    /// Region. Default: from the AWS chain.
+    pub region: Option<String>,
+    /// Endpoint URL, for S3-compatible servers. Default: AWS.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), for S3-compatible servers.
+    pub force_path_style: bool,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Compact,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `compact` (default) or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter directives. Default `info`; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Compact,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Invalid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has a bad value or is unknown; figment's message names it.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file at `path` (if any), then `LAMBDA_PACKAGER_*`
+    /// variables, and checks what serde cannot.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(env_provider()))
+    }
+
+    /// Extracts and validates a configuration from any figment (tests use this directly).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment.extract().map_err(|e| {
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.store.backend == StoreKind::S3 && self.store.s3.bucket.is_empty() {
+            return invalid("store.s3.bucket is required when store.backend = \"s3\"");
+        }
+        if self.server.concurrency_limit == 0 {
+            return invalid("server.concurrency_limit must be at least 1");
+        }
+        if self.server.request_timeout_secs == 0 || self.server.header_read_timeout_secs == 0 {
+            return invalid(
+                "server.request_timeout_secs and server.header_read_timeout_secs must be at least 1",
+            );
+        }
+        if self.limits.max_entries == 0 || self.limits.max_unpacked_bytes == 0 {
+            return invalid("limits.max_entries and limits.max_unpacked_bytes must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `LAMBDA_PACKAGER_SERVER__LISTEN=0.0.0.0:8080` sets `server.listen`.
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::providers::Serialized;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    #[test]
+    fn no_configuration_means_the_embedded_default() {
+        let c = toml("").expect("defaults are valid");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store.backend, StoreKind::Local);
+        assert_eq!(c.store.local.path, PathBuf::from("artifacts"));
+        assert!(c.auth.tokens.is_empty());
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_documents_every_section() {
+        let text = include_str!("../config/packager.toml");
+        let c = toml(text).expect("config/packager.toml is valid");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let e = toml("[server]\nlisten = \"not an address\"\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        let e = toml("[store]\nbakend = \"s3\"\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("bakend"), "{e}");
+        let e = toml("[store]\nprefix = \"../x/\"\n")
+            .expect_err("bad prefix")
+            .to_string();
+        assert!(e.contains("store.prefix"), "{e}");
+        let e = toml("[store]\nbackend = \"s3\"\n")
+            .expect_err("no bucket")
+            .to_string();
+        assert!(e.contains("store.s3.bucket"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let figment = Figment::new()
+            .merge(Serialized::default("server.listen", "0.0.0.0:1"))
+            .merge(Serialized::default("auth.tokens", vec!["s3cret"]));
+        let c = Config::from_figment(figment).expect("valid");
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:1");
+        assert_eq!(c.auth.tokens[0].expose_secret(), "s3cret");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "tokens never appear in Debug output"
+        );
+    }
+}
