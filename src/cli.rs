@@ -28,8 +28,46 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP service (local store in ./artifacts unless configured otherwise).
+    Serve(ServeArgs),
     /// Build the canonical zip of a directory or archive and print its key and digest as JSON.
     Pack(PackArgs),
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); every key can also be set by a LAMBDA_PACKAGER_* variable.
+    #[arg(long, value_name = "FILE", env = crate::config::CONFIG_PATH_ENV)]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// Loads the configuration and runs the service until SIGTERM or SIGINT.
+    pub fn run(self) -> Result<(), CommandError> {
+        let config =
+            crate::config::Config::load(self.config.as_deref()).map_err(|e| CommandError {
+                code: "invalid_config",
+                message: e.to_string(),
+                user_error: true,
+            })?;
+        crate::telemetry::init_tracing(&config.log);
+        let failed = |e: &dyn std::fmt::Display| CommandError {
+            code: "serve_failed",
+            message: e.to_string(),
+            user_error: false,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            // Blocking threads serve the packaging pool (bounded by its semaphore) and short
+            // file operations of the store and uploads.
+            .max_blocking_threads(config.pack.workers.get() * 2 + 32)
+            .build()
+            .map_err(|e| failed(&e))?;
+        runtime
+            .block_on(crate::server::run(config))
+            .map_err(|e| failed(&format!("{e:#}")))
+    }
 }
 
 /// Selection flags, shared by every command that reads a source tree.
@@ -148,6 +186,7 @@ impl Cli {
     /// 0 on success, 2 when the input is at fault, 1 otherwise.
     pub fn run(self) -> ExitCode {
         let result = match self.command {
+            Command::Serve(args) => args.run(),
             Command::Pack(args) => args.run().and_then(|out| print_json(&out)),
         };
         match result {

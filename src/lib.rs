@@ -11,8 +11,10 @@
 pub mod blocking;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod package;
 pub mod publish;
+pub mod server;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -205,6 +205,11 @@ impl Publisher {
         &self.store
     }
 
+    /// The operator's key prefix.
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+
     /// The limits applied to every request.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -9,7 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -110,6 +110,11 @@ impl Store for LocalStore {
     async fn put_if_absent(&self, key: &ObjectKey, staged: Staged) -> Result<PutOutcome, Error> {
         let target = self.root.join(key.to_string());
         blocking(move || {
+            // Temp files are created 0600; a stored package is as readable as any other file.
+            staged
+                .file
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
             staged.file.as_file().sync_all()?;
             let dir = target.parent().map(Path::to_owned).unwrap_or_default();
             fs::create_dir_all(&dir)?;

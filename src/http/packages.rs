@@ -1,0 +1,201 @@
+//! `POST /v1/functions/{function}/package`: upload a source bundle, get its key.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{PackageOptions, Upload, read_body};
+use super::state::AppState;
+use crate::publish::{Input, Outcome, PublishRequest, Published};
+use crate::store::Store;
+use crate::store::key::{FunctionName, KeyPrefix};
+
+/// Where the package is, in the shape of CloudFormation's `AWS::Lambda::Function` `Code`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeLocation {
+    /// Bucket.
+    #[serde(rename = "S3Bucket")]
+    pub s3_bucket: String,
+    /// Key.
+    #[serde(rename = "S3Key")]
+    pub s3_key: String,
+    /// Version, on versioned buckets.
+    #[serde(rename = "S3ObjectVersion", skip_serializing_if = "Option::is_none")]
+    pub s3_object_version: Option<String>,
+}
+
+/// The answer to a package request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PackageResponse {
+    /// The function name.
+    pub function: String,
+    /// The bucket (`null` with the local store).
+    pub bucket: Option<String>,
+    /// `{prefix}lambda-{function}-{sha256}.zip`.
+    pub key: String,
+    /// SHA-256 of the zip, hex.
+    pub sha256: String,
+    /// SHA-256 of the zip, base64: what AWS Lambda reports as `CodeSha256`.
+    pub code_sha256: String,
+    /// Size of the zip in bytes.
+    pub size: u64,
+    /// Number of files in the zip.
+    pub files: u64,
+    /// Whether this call stored the object (`false`: it already existed, or dry run).
+    pub uploaded: bool,
+    /// The S3 version id, on versioned buckets.
+    pub version_id: Option<String>,
+    /// `s3://bucket/key` or `file:///…`.
+    pub location: String,
+    /// Paste-ready CloudFormation `Code` (S3 stores only).
+    pub code: Option<CodeLocation>,
+    /// The detected input format.
+    pub format: String,
+    /// The canonical format version of the bytes.
+    pub format_version: u32,
+    /// Present on dry runs: whether the key already exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+}
+
+impl PackageResponse {
+    fn new(p: &Published, function: &FunctionName, state: &AppState) -> Self {
+        let store = state.publisher.store();
+        let key = p.key.to_string();
+        Self {
+            function: function.to_string(),
+            bucket: store.bucket().map(str::to_owned),
+            code: store.bucket().map(|b| CodeLocation {
+                s3_bucket: b.to_owned(),
+                s3_key: key.clone(),
+                s3_object_version: p.version_id.clone(),
+            }),
+            location: store.location(&p.key),
+            key,
+            sha256: p.packed.sha256.to_string(),
+            code_sha256: p.packed.code_sha256(),
+            size: p.packed.size,
+            files: p.packed.files,
+            uploaded: p.outcome == Outcome::Created,
+            version_id: p.version_id.clone(),
+            format: p.format.as_str().to_owned(),
+            format_version: crate::package::FORMAT_VERSION,
+            exists: match p.outcome {
+                Outcome::DryRun { exists } => Some(exists),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Package a source bundle and store it exactly once.
+///
+/// The body is a raw tar, tar.gz or zip (detected from its bytes), or `multipart/form-data` with
+/// a file part `bundle` (and the options as text fields). Options: `path`, `strip_components`,
+/// `include` and `exclude` (repeatable), `default_excludes`, `prefix` (if the operator allows
+/// it), `dry_run`.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{function}/package",
+    tag = "packages",
+    params(
+        ("function" = String, Path, description = "Lambda function name, [A-Za-z0-9_-]{1,64}"),
+        ("path" = Option<String>, Query, description = "Directory of the input that becomes the zip root"),
+        ("strip_components" = Option<u32>, Query, description = "Leading path components to remove"),
+        ("include" = Option<Vec<String>>, Query, description = "Keep only files matching these gitignore patterns"),
+        ("exclude" = Option<Vec<String>>, Query, description = "Remove files matching these gitignore patterns"),
+        ("default_excludes" = Option<bool>, Query, description = "Exclude .git/, __pycache__/ and friends (default true)"),
+        ("prefix" = Option<String>, Query, description = "Extra key prefix, if the operator allows it"),
+        ("dry_run" = Option<bool>, Query, description = "Compute everything, store nothing"),
+    ),
+    request_body(content_type = "application/octet-stream", description = "The source bundle: a raw tar, tar.gz or zip (detected from its bytes), or multipart/form-data with a file part `bundle`"),
+    responses(
+        (status = 201, description = "Stored by this call", body = PackageResponse),
+        (status = 200, description = "Already stored (or dry run)", body = PackageResponse),
+        (status = 400, description = "Malformed request or archive", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Prefix not allowed", body = ErrorBody),
+        (status = 409, description = "The key holds other bytes", body = ErrorBody),
+        (status = 413, description = "Body or unpacked size over a limit", body = ErrorBody),
+        (status = 415, description = "Not a tar, tar.gz or zip", body = ErrorBody),
+        (status = 422, description = "The archive cannot become a package", body = ErrorBody),
+        (status = 503, description = "Busy, overloaded or store unavailable; see Retry-After", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn create_package(
+    State(state): State<AppState>,
+    Path(function): Path<String>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Result<(StatusCode, Json<PackageResponse>), ApiError> {
+    let function: FunctionName =
+        function
+            .parse()
+            .map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
+                code: "invalid_function_name",
+                message: e.to_string(),
+            })?;
+    let mut options = PackageOptions::from_query(query.as_deref())?;
+    let publisher = &state.publisher;
+    let upload = read_body(
+        request,
+        &mut options,
+        publisher.temp_dir(),
+        state.settings.max_body_bytes,
+    )
+    .await?;
+    let file = match upload {
+        Upload::Archive(file) => file,
+        Upload::Json(value) if value.get("git").is_some() => {
+            return Err(ApiError::GitSourceDisabled);
+        }
+        Upload::Json(_) => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_json",
+                message:
+                    "a JSON body must be {\"git\": {...}}; send archives as raw bytes or multipart"
+                        .into(),
+            });
+        }
+    };
+    let prefix = match options.prefix.as_deref() {
+        None | Some("") => None,
+        Some(_) if !state.settings.allow_request_prefix => {
+            return Err(ApiError::Forbidden {
+                code: "prefix_not_allowed",
+                message: "this server does not allow per-request key prefixes".into(),
+            });
+        }
+        Some(p) => Some(p.parse::<KeyPrefix>().map_err(|e| ApiError::BadRequest {
+            code: "invalid_prefix",
+            message: e.to_string(),
+        })?),
+    };
+    let published = publisher
+        .publish(PublishRequest {
+            function: function.clone(),
+            prefix,
+            selection: options.selection,
+            input: Input::Archive(file),
+            dry_run: options.dry_run,
+        })
+        .await?;
+    let status = if published.outcome == Outcome::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    // Recorded on the request span, so the one line logged per request carries them.
+    let span = tracing::Span::current();
+    span.record("key", tracing::field::display(&published.key));
+    span.record("size_bytes", published.packed.size);
+    span.record("outcome", tracing::field::debug(&published.outcome));
+    Ok((
+        status,
+        Json(PackageResponse::new(&published, &function, &state)),
+    ))
+}

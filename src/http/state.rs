@@ -1,0 +1,57 @@
+//! The state shared by every handler, built once from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::publish::Publisher;
+
+/// Settings of the HTTP layer itself.
+#[derive(Debug)]
+pub struct ApiSettings {
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Whether requests may add their own key prefix.
+    pub allow_request_prefix: bool,
+    /// SHA-256 of each accepted bearer token (compared in constant time; the tokens themselves
+    /// are not kept).
+    pub token_digests: Vec<[u8; 32]>,
+    /// Slots for requests in flight; a request that finds none gets 503.
+    pub in_flight: Arc<Semaphore>,
+    /// Longest time for one request.
+    pub request_timeout: Duration,
+}
+
+impl ApiSettings {
+    /// The HTTP settings of a configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_body_bytes: config.server.max_body_bytes,
+            allow_request_prefix: config.store.allow_request_prefix,
+            token_digests: config
+                .auth
+                .tokens
+                .iter()
+                .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into())
+                .collect(),
+            in_flight: Arc::new(Semaphore::new(config.server.concurrency_limit)),
+            request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The publishing use case (and through it the store and the blocking pool).
+    pub publisher: Arc<Publisher>,
+    /// HTTP settings.
+    pub settings: Arc<ApiSettings>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}

@@ -1,0 +1,131 @@
+//! The service process: configuration → store → publisher → HTTP listeners, until a signal.
+//!
+//! Kept apart from `http` so that tests build the very same state and listeners, with their own
+//! shutdown trigger, as `lambda-packager serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::blocking::BlockingPool;
+use crate::config::{Config, StoreKind};
+use crate::http::{self, ApiSettings, AppState};
+use crate::publish::Publisher;
+use crate::store::Backend;
+use crate::store::local::LocalStore;
+
+/// Builds the shared state: opens the store (sweeping a local store's stale temp files),
+/// sizes the blocking pool, creates the publisher.
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    let store = match config.store.backend {
+        StoreKind::Local => {
+            let path = config.store.local.path.clone();
+            let (store, swept) = tokio::task::spawn_blocking(move || LocalStore::open(&path))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "opening the local store at {}",
+                        config.store.local.path.display()
+                    )
+                })?;
+            tracing::warn!(
+                path = %store.root().display(),
+                swept_temp_files = swept,
+                "using a local directory for packages, not S3 (set store.backend = \"s3\" for production)"
+            );
+            Backend::Local(store)
+        }
+        StoreKind::S3 => anyhow::bail!("the S3 store is not available in this build"),
+    };
+    if let Some(dir) = &config.pack.temp_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating pack.temp_dir {}", dir.display()))?;
+    }
+    let pool = BlockingPool::new(
+        config.pack.workers.get(),
+        Duration::from_secs(config.pack.queue_timeout_secs),
+    );
+    let publisher = Publisher::new(
+        store,
+        pool,
+        config.limits,
+        config.pack.threads,
+        config.store.prefix.clone(),
+        config.pack.temp_dir.clone(),
+    );
+    Ok(AppState {
+        publisher: Arc::new(publisher),
+        settings: Arc::new(ApiSettings::from_config(config)),
+        metrics: crate::telemetry::metrics_handle(),
+    })
+}
+
+/// Serves the API on `api` and the admin endpoints on `admin` until `shutdown` is cancelled,
+/// then drains in-flight requests.
+pub async fn serve(
+    config: &Config,
+    state: AppState,
+    api: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    tracing::info!(api = %api.local_addr()?, admin = %admin.local_addr()?, "listening");
+    let api_server = http::serve(
+        api,
+        http::router(state.clone()),
+        header_timeout,
+        grace,
+        shutdown.clone().cancelled_owned(),
+    );
+    let admin_server = http::serve(
+        admin,
+        http::admin_router(state),
+        header_timeout,
+        grace,
+        shutdown.cancelled_owned(),
+    );
+    let (a, b) = tokio::join!(api_server, admin_server);
+    a.context("API listener")?;
+    b.context("admin listener")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `lambda-packager serve`: binds the configured addresses and serves until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state = build_state(&config).await?;
+    let api = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+    let admin = TcpListener::bind(config.server.admin_listen)
+        .await
+        .with_context(|| format!("binding server.admin_listen {}", config.server.admin_listen))?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        trigger.cancel();
+    });
+    serve(&config, state, api, admin, shutdown).await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
