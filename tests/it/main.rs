@@ -4,6 +4,7 @@
     reason = "support items are `pub` to be shared between test modules"
 )]
 
+mod api_packages;
 mod bad_input;
 mod cli;
 mod format_rules;

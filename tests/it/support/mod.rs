@@ -1,5 +1,6 @@
 //! Shared test support: fixture trees in every input form, packing helpers, zip readers.
 
+pub mod app;
 pub mod archive;
 
 use std::fs;
