@@ -4,6 +4,8 @@
     reason = "support items are `pub` to be shared between test modules"
 )]
 
+mod api_artifacts;
+mod api_hardening;
 mod api_packages;
 mod bad_input;
 mod cli;
