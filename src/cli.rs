@@ -32,6 +32,59 @@ pub enum Command {
     Serve(ServeArgs),
     /// Build the canonical zip of a directory or archive and print its key and digest as JSON.
     Pack(PackArgs),
+    /// Send a directory to a lambda-packager server and print its answer as JSON.
+    Push(PushArgs),
+}
+
+/// Arguments of `push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The directory to package.
+    pub dir: PathBuf,
+    /// Base URL of the server.
+    #[arg(long, value_name = "URL", env = "LAMBDA_PACKAGER_SERVER")]
+    pub server: String,
+    /// Lambda function name.
+    #[arg(long, value_name = "NAME")]
+    pub function: FunctionName,
+    /// Bearer token (prefer the environment variable to keep it out of shell history).
+    #[arg(
+        long,
+        value_name = "T",
+        env = "LAMBDA_PACKAGER_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Extra key prefix (the server must allow per-request prefixes).
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<KeyPrefix>,
+    /// Compute the key on the server without storing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Which files of the directory to package (applied before the upload).
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+}
+
+impl PushArgs {
+    /// Uploads the directory and returns the server's answer.
+    pub fn run(self) -> Result<serde_json::Value, CommandError> {
+        let request = crate::client::PushRequest {
+            server: &self.server,
+            function: &self.function,
+            token: self.token.as_deref(),
+            prefix: self.prefix.as_ref(),
+            dry_run: self.dry_run,
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        };
+        crate::client::push(&self.dir, &self.selection.selection(), &request).map_err(|e| {
+            CommandError {
+                code: e.code(),
+                message: e.to_string(),
+                user_error: e.user_error(),
+            }
+        })
+    }
 }
 
 /// Arguments of `serve`.
@@ -47,13 +100,13 @@ impl ServeArgs {
     pub fn run(self) -> Result<(), CommandError> {
         let config =
             crate::config::Config::load(self.config.as_deref()).map_err(|e| CommandError {
-                code: "invalid_config",
+                code: "invalid_config".into(),
                 message: e.to_string(),
                 user_error: true,
             })?;
         crate::telemetry::init_tracing(&config.log);
         let failed = |e: &dyn std::fmt::Display| CommandError {
-            code: "serve_failed",
+            code: "serve_failed".into(),
             message: e.to_string(),
             user_error: false,
         };
@@ -145,7 +198,7 @@ pub struct PackOutput {
 #[derive(Debug)]
 pub struct CommandError {
     /// Stable code, e.g. `invalid_path`.
-    pub code: &'static str,
+    pub code: String,
     /// Human-readable message with its causes.
     pub message: String,
     /// Whether the input (rather than this machine) is at fault.
@@ -155,7 +208,7 @@ pub struct CommandError {
 impl CommandError {
     fn io(context: &str, e: &io::Error) -> Self {
         Self {
-            code: "io_error",
+            code: "io_error".into(),
             message: format!("{context}: {e}"),
             user_error: false,
         }
@@ -174,7 +227,7 @@ impl From<publish::Error> for CommandError {
             cause = c.source();
         }
         Self {
-            code: e.code(),
+            code: e.code().to_owned(),
             message,
             user_error,
         }
@@ -188,6 +241,7 @@ impl Cli {
         let result = match self.command {
             Command::Serve(args) => args.run(),
             Command::Pack(args) => args.run().and_then(|out| print_json(&out)),
+            Command::Push(args) => args.run().and_then(|out| print_json(&out)),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 
 pub mod blocking;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod package;

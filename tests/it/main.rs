@@ -12,4 +12,5 @@ mod cli;
 mod format_rules;
 mod golden;
 mod properties;
+mod push;
 mod support;
