@@ -169,3 +169,90 @@ fn invalid_function_names_are_refused_before_any_work() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("function names are 1 to 64 characters"));
 }
+
+#[test]
+fn serve_refuses_an_invalid_configuration_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("packager.toml");
+    fs::write(&config, "[server]\nlisten = \"nowhere\"\n").expect("write config");
+    let out = bin()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error[invalid_config]: "), "{stderr}");
+    assert!(stderr.contains("server.listen"), "{stderr}");
+
+    let out = bin()
+        .arg("serve")
+        .env("LAMBDA_PACKAGER_STORE__BACKEND", "s3")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.s3.bucket"));
+}
+
+#[test]
+fn serve_logs_json_warns_once_about_the_local_store_and_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = bin()
+        .arg("serve")
+        .env("LAMBDA_PACKAGER_SERVER__LISTEN", "127.0.0.1:0")
+        .env("LAMBDA_PACKAGER_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env(
+            "LAMBDA_PACKAGER_STORE__LOCAL__PATH",
+            dir.path().join("artifacts"),
+        )
+        .env("LAMBDA_PACKAGER_LOG__FORMAT", "json")
+        .env("LAMBDA_PACKAGER_AUTH__TOKENS", r#"["very-secret-token"]"#)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        let done = v["message"] == "listening";
+        seen.push(v);
+        if done {
+            break;
+        }
+    }
+    let warnings: Vec<_> = seen.iter().filter(|v| v["level"] == "WARN").collect();
+    assert_eq!(warnings.len(), 1, "{seen:?}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("not S3")
+    );
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    let rest: Vec<String> = lines.map(|l| l.expect("line")).collect();
+    assert!(
+        child.wait().expect("wait").success(),
+        "exit 0 after SIGTERM: {rest:?}"
+    );
+    assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
+    assert!(
+        !rest
+            .iter()
+            .chain(
+                seen.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .iter()
+            )
+            .any(|l| l.contains("very-secret-token"))
+    );
+}
