@@ -41,11 +41,7 @@ pub struct BlockingPool {
 impl BlockingPool {
     /// A pool of `workers` slots; callers wait at most `queue_timeout` for one.
     pub fn new(workers: usize, queue_timeout: Duration) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(workers)),
-            workers,
-            queue_timeout,
-        }
+        Self { permits: Arc::new(Semaphore::new(workers)), workers, queue_timeout }
     }
 
     /// Runs `work` on tokio's blocking threads once a slot is free, inside the caller's span.
@@ -55,17 +51,11 @@ impl BlockingPool {
         T: Send + 'static,
     {
         let started = Instant::now();
-        let permit = tokio::time::timeout(
-            self.queue_timeout,
-            Arc::clone(&self.permits).acquire_owned(),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or(PoolError::Busy {
-            workers: self.workers,
-            waited: started.elapsed(),
-        })?;
+        let permit = tokio::time::timeout(self.queue_timeout, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(PoolError::Busy { workers: self.workers, waited: started.elapsed() })?;
         metrics::histogram!("blocking_pool_wait_seconds").record(started.elapsed().as_secs_f64());
         let span = Span::current();
         tokio::task::spawn_blocking(move || {
@@ -98,10 +88,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let second = pool.run(|| 1).await;
-        assert!(
-            matches!(second, Err(PoolError::Busy { workers: 1, .. })),
-            "{second:?}"
-        );
+        assert!(matches!(second, Err(PoolError::Busy { workers: 1, .. })), "{second:?}");
         hold_tx.send(()).expect("release");
         assert!(running.await.expect("join").is_ok());
         assert_eq!(pool.run(|| 2).await.expect("a free slot again"), 2);

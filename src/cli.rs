@@ -48,12 +48,7 @@ pub struct PushArgs {
     #[arg(long, value_name = "NAME")]
     pub function: FunctionName,
     /// Bearer token (prefer the environment variable to keep it out of shell history).
-    #[arg(
-        long,
-        value_name = "T",
-        env = "LAMBDA_PACKAGER_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "T", env = "LAMBDA_PACKAGER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Extra key prefix (the server must allow per-request prefixes).
     #[arg(long, value_name = "P")]
@@ -77,12 +72,10 @@ impl PushArgs {
             dry_run: self.dry_run,
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         };
-        crate::client::push(&self.dir, &self.selection.selection(), &request).map_err(|e| {
-            CommandError {
-                code: e.code(),
-                message: e.to_string(),
-                user_error: e.user_error(),
-            }
+        crate::client::push(&self.dir, &self.selection.selection(), &request).map_err(|e| CommandError {
+            code: e.code(),
+            message: e.to_string(),
+            user_error: e.user_error(),
         })
     }
 }
@@ -98,12 +91,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Loads the configuration and runs the service until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), CommandError> {
-        let config =
-            crate::config::Config::load(self.config.as_deref()).map_err(|e| CommandError {
-                code: "invalid_config".into(),
-                message: e.to_string(),
-                user_error: true,
-            })?;
+        let config = crate::config::Config::load(self.config.as_deref()).map_err(|e| CommandError {
+            code: "invalid_config".into(),
+            message: e.to_string(),
+            user_error: true,
+        })?;
         crate::telemetry::init_tracing(&config.log);
         let failed = |e: &dyn std::fmt::Display| CommandError {
             code: "serve_failed".into(),
@@ -117,9 +109,7 @@ impl ServeArgs {
             .max_blocking_threads(config.pack.workers.get() * 2 + 32)
             .build()
             .map_err(|e| failed(&e))?;
-        runtime
-            .block_on(crate::server::run(config))
-            .map_err(|e| failed(&format!("{e:#}")))
+        runtime.block_on(crate::server::run(config)).map_err(|e| failed(&format!("{e:#}")))
     }
 }
 
@@ -207,18 +197,13 @@ pub struct CommandError {
 
 impl CommandError {
     fn io(context: &str, e: &io::Error) -> Self {
-        Self {
-            code: "io_error".into(),
-            message: format!("{context}: {e}"),
-            user_error: false,
-        }
+        Self { code: "io_error".into(), message: format!("{context}: {e}"), user_error: false }
     }
 }
 
 impl From<publish::Error> for CommandError {
     fn from(e: publish::Error) -> Self {
-        let user_error =
-            matches!(&e, publish::Error::Source(s) if !matches!(s, source::Error::Io(_)));
+        let user_error = matches!(&e, publish::Error::Source(s) if !matches!(s, source::Error::Io(_)));
         let mut message = e.to_string();
         let mut cause = std::error::Error::source(&e);
         while let Some(c) = cause {
@@ -226,11 +211,7 @@ impl From<publish::Error> for CommandError {
             message.push_str(&c.to_string());
             cause = c.source();
         }
-        Self {
-            code: e.code().to_owned(),
-            message,
-            user_error,
-        }
+        Self { code: e.code().to_owned(), message, user_error }
     }
 }
 
@@ -273,9 +254,7 @@ impl PackArgs {
             if meta.is_dir() {
                 Input::Directory(path.to_owned())
             } else {
-                Input::Archive(
-                    File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?,
-                )
+                Input::Archive(File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?)
             }
         };
         let options = PackOptions {
@@ -286,30 +265,19 @@ impl PackArgs {
         let built = match &self.out {
             Some(out) => {
                 // A temp file next to the destination, renamed over it only on success.
-                let dir = out
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
+                let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
                 let mut tmp = tempfile::Builder::new()
                     .prefix(".lambda-packager-")
                     .permissions(std::fs::Permissions::from_mode(0o644))
                     .tempfile_in(dir)
                     .map_err(|e| CommandError::io("creating the output file", &e))?;
-                let built = publish::build(
-                    input,
-                    &selection,
-                    &limits,
-                    &options,
-                    None,
-                    tmp.as_file_mut(),
-                )?;
-                tmp.persist(out)
-                    .map_err(|e| CommandError::io("writing the output file", &e.error))?;
+                let built = publish::build(input, &selection, &limits, &options, None, tmp.as_file_mut())?;
+                tmp.persist(out).map_err(|e| CommandError::io("writing the output file", &e.error))?;
                 built
             }
             None => {
-                let mut tmp = tempfile::tempfile()
-                    .map_err(|e| CommandError::io("creating a temp file", &e))?;
+                let mut tmp =
+                    tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
                 publish::build(input, &selection, &limits, &options, None, &mut tmp)?
             }
         };
@@ -331,16 +299,12 @@ impl PackArgs {
 /// more than the archive limit.
 fn spool_stdin(limits: &Limits) -> Result<File, CommandError> {
     let mut tmp = tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
-    let copied = io::copy(
-        &mut io::stdin().lock().take(limits.max_archive_bytes + 1),
-        &mut tmp,
-    )
-    .map_err(|e| CommandError::io("reading stdin", &e))?;
+    let copied = io::copy(&mut io::stdin().lock().take(limits.max_archive_bytes + 1), &mut tmp)
+        .map_err(|e| CommandError::io("reading stdin", &e))?;
     if copied > limits.max_archive_bytes {
-        return Err(publish::Error::from(source::Error::ArchiveTooLarge {
-            max: limits.max_archive_bytes,
-        })
-        .into());
+        return Err(
+            publish::Error::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into()
+        );
     }
     Ok(tmp)
 }

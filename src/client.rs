@@ -113,11 +113,8 @@ pub fn push(
     let body = tar_gz(&tree)?;
     let size = body.metadata()?.len();
 
-    let mut url = format!(
-        "{}/v1/functions/{}/package?",
-        request.server.trim_end_matches('/'),
-        request.function
-    );
+    let mut url =
+        format!("{}/v1/functions/{}/package?", request.server.trim_end_matches('/'), request.function);
     // The selection was applied here; the server must not apply its default excludes again.
     let mut query = form_urlencoded::Serializer::new(String::new());
     query.append_pair("default_excludes", "false");
@@ -131,11 +128,7 @@ pub fn push(
 
     let bar = ProgressBar::with_draw_target(
         Some(size),
-        if request.progress {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
+        if request.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
     );
     bar.set_style(
         ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
@@ -179,13 +172,7 @@ pub fn push(
     }
     Err(PushError::Server {
         status,
-        code: json["error"]["code"]
-            .as_str()
-            .unwrap_or("http_error")
-            .to_owned(),
-        message: json["error"]["message"]
-            .as_str()
-            .unwrap_or(&text)
-            .to_owned(),
+        code: json["error"]["code"].as_str().unwrap_or("http_error").to_owned(),
+        message: json["error"]["message"].as_str().unwrap_or(&text).to_owned(),
     })
 }

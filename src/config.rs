@@ -139,9 +139,7 @@ pub struct StoreConfig {
 }
 
 fn de_prefix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KeyPrefix, D::Error> {
-    String::deserialize(d)?
-        .parse()
-        .map_err(serde::de::Error::custom)
+    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
 }
 
 /// The local backend.
@@ -154,9 +152,7 @@ pub struct LocalStoreConfig {
 
 impl Default for LocalStoreConfig {
     fn default() -> Self {
-        Self {
-            path: PathBuf::from("artifacts"),
-        }
+        Self { path: PathBuf::from("artifacts") }
     }
 }
 
@@ -198,10 +194,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Compact,
-            filter: "info".into(),
-        }
+        Self { format: LogFormat::Compact, filter: "info".into() }
     }
 }
 
@@ -220,10 +213,7 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(path) = path {
             if !path.is_file() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} not found",
-                    path.display()
-                )));
+                return Err(ConfigError::Invalid(format!("config file {} not found", path.display())));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -233,12 +223,7 @@ impl Config {
     /// Extracts and validates a configuration from any figment (tests use this directly).
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let config: Self = figment.extract().map_err(|e| {
-            ConfigError::Invalid(
-                e.into_iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
+            ConfigError::Invalid(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
         })?;
         config.validate()?;
         Ok(config)
@@ -298,21 +283,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_bad_key() {
-        let e = toml("[server]\nlisten = \"not an address\"\n")
-            .expect_err("invalid")
-            .to_string();
+        let e = toml("[server]\nlisten = \"not an address\"\n").expect_err("invalid").to_string();
         assert!(e.contains("server.listen"), "{e}");
-        let e = toml("[store]\nbakend = \"s3\"\n")
-            .expect_err("unknown key")
-            .to_string();
+        let e = toml("[store]\nbakend = \"s3\"\n").expect_err("unknown key").to_string();
         assert!(e.contains("bakend"), "{e}");
-        let e = toml("[store]\nprefix = \"../x/\"\n")
-            .expect_err("bad prefix")
-            .to_string();
+        let e = toml("[store]\nprefix = \"../x/\"\n").expect_err("bad prefix").to_string();
         assert!(e.contains("store.prefix"), "{e}");
-        let e = toml("[store]\nbackend = \"s3\"\n")
-            .expect_err("no bucket")
-            .to_string();
+        let e = toml("[store]\nbackend = \"s3\"\n").expect_err("no bucket").to_string();
         assert!(e.contains("store.s3.bucket"), "{e}");
     }
 
@@ -324,9 +301,6 @@ mod tests {
         let c = Config::from_figment(figment).expect("valid");
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:1");
         assert_eq!(c.auth.tokens[0].expose_secret(), "s3cret");
-        assert!(
-            !format!("{c:?}").contains("s3cret"),
-            "tokens never appear in Debug output"
-        );
+        assert!(!format!("{c:?}").contains("s3cret"), "tokens never appear in Debug output");
     }
 }

@@ -69,10 +69,7 @@ pub fn build(
     out: &mut File,
 ) -> Result<Built, Error> {
     let (format, tree) = match input {
-        Input::Directory(dir) => (
-            SourceFormat::Directory,
-            source::from_directory(&dir, selection, limits)?,
-        ),
+        Input::Directory(dir) => (SourceFormat::Directory, source::from_directory(&dir, selection, limits)?),
         Input::Archive(file) => source::from_archive(file, selection, limits, spool_dir)?,
     };
     let packed = package::pack(&tree, options, out)?;
@@ -92,9 +89,7 @@ pub enum PublishError {
     #[error(transparent)]
     Store(#[from] store::Error),
     /// The key already holds different bytes: never reported as success.
-    #[error(
-        "{key} already exists with different content ({stored_size} bytes stored, {size} bytes built)"
-    )]
+    #[error("{key} already exists with different content ({stored_size} bytes stored, {size} bytes built)")]
     KeyConflict {
         /// The key.
         key: String,
@@ -189,15 +184,7 @@ impl Publisher {
         prefix: KeyPrefix,
         temp_dir: Option<PathBuf>,
     ) -> Self {
-        Self {
-            store,
-            pool,
-            limits,
-            threads,
-            prefix,
-            temp_dir,
-            inflight: Mutex::new(HashMap::new()),
-        }
+        Self { store, pool, limits, threads, prefix, temp_dir, inflight: Mutex::new(HashMap::new()) }
     }
 
     /// The store.
@@ -244,48 +231,27 @@ impl Publisher {
     /// same verification.
     #[tracing::instrument(skip_all, fields(function = %request.function, dry_run = request.dry_run))]
     pub async fn publish(&self, request: PublishRequest) -> Result<Published, PublishError> {
-        let PublishRequest {
-            function,
-            prefix,
-            selection,
-            input,
-            dry_run,
-        } = request;
+        let PublishRequest { function, prefix, selection, input, dry_run } = request;
         let prefix = match &prefix {
             Some(p) => self.prefix.join(p)?,
             None => self.prefix.clone(),
         };
         let cancel = CancelFlag::default();
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
-        let staging_dir = self
-            .store
-            .staging_dir()
-            .map(Path::to_owned)
-            .or_else(|| self.temp_dir.clone());
+        let staging_dir = self.store.staging_dir().map(Path::to_owned).or_else(|| self.temp_dir.clone());
         let (limits, spool_dir) = (self.limits, self.temp_dir.clone());
-        let options = PackOptions {
-            threads: self.threads,
-            cancel,
-        };
+        let options = PackOptions { threads: self.threads, cancel };
         let started = std::time::Instant::now();
         let (file, built) = self
             .pool
             .run(move || -> Result<_, PublishError> {
                 let mut file = match &staging_dir {
                     Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
-                    None => tempfile::Builder::new()
-                        .prefix("lambda-packager-")
-                        .tempfile(),
+                    None => tempfile::Builder::new().prefix("lambda-packager-").tempfile(),
                 }
                 .map_err(PublishError::Staging)?;
-                let built = build(
-                    input,
-                    &selection,
-                    &limits,
-                    &options,
-                    spool_dir.as_deref(),
-                    file.as_file_mut(),
-                )?;
+                let built =
+                    build(input, &selection, &limits, &options, spool_dir.as_deref(), file.as_file_mut())?;
                 Ok((file, built))
             })
             .await??;
@@ -316,11 +282,7 @@ impl Publisher {
         if dry_run {
             return Ok(published(Outcome::DryRun { exists: false }, None));
         }
-        let staged = Staged {
-            file,
-            size: built.packed.size,
-            sha256: built.packed.sha256,
-        };
+        let staged = Staged { file, size: built.packed.size, sha256: built.packed.sha256 };
         match self.store.put_if_absent(&key, staged).await? {
             PutOutcome::Created { version_id } => {
                 metrics::counter!("packages_created_total").increment(1);
@@ -343,10 +305,8 @@ impl Publisher {
 /// An existing object counts as "this package" only if its size, and its checksum when the
 /// store keeps a full-object one, are ours.
 fn verify(meta: &ObjectMeta, packed: &Packed) -> Result<(), PublishError> {
-    let checksum_differs = meta
-        .checksum_sha256
-        .as_deref()
-        .is_some_and(|c| !c.contains('-') && c != packed.code_sha256());
+    let checksum_differs =
+        meta.checksum_sha256.as_deref().is_some_and(|c| !c.contains('-') && c != packed.code_sha256());
     if meta.size != packed.size || checksum_differs {
         return Err(PublishError::KeyConflict {
             key: meta.key.clone(),

@@ -23,13 +23,9 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let store = match config.store.backend {
         StoreKind::Local => {
             let path = config.store.local.path.clone();
-            let (store, swept) = tokio::task::spawn_blocking(move || LocalStore::open(&path))
-                .await?
-                .with_context(|| {
-                    format!(
-                        "opening the local store at {}",
-                        config.store.local.path.display()
-                    )
+            let (store, swept) =
+                tokio::task::spawn_blocking(move || LocalStore::open(&path)).await?.with_context(|| {
+                    format!("opening the local store at {}", config.store.local.path.display())
                 })?;
             tracing::warn!(
                 path = %store.root().display(),
@@ -41,13 +37,10 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         StoreKind::S3 => anyhow::bail!("the S3 store is not available in this build"),
     };
     if let Some(dir) = &config.pack.temp_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating pack.temp_dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating pack.temp_dir {}", dir.display()))?;
     }
-    let pool = BlockingPool::new(
-        config.pack.workers.get(),
-        Duration::from_secs(config.pack.queue_timeout_secs),
-    );
+    let pool =
+        BlockingPool::new(config.pack.workers.get(), Duration::from_secs(config.pack.queue_timeout_secs));
     let publisher = Publisher::new(
         store,
         pool,
@@ -82,13 +75,8 @@ pub async fn serve(
         grace,
         shutdown.clone().cancelled_owned(),
     );
-    let admin_server = http::serve(
-        admin,
-        http::admin_router(state),
-        header_timeout,
-        grace,
-        shutdown.cancelled_owned(),
-    );
+    let admin_server =
+        http::serve(admin, http::admin_router(state), header_timeout, grace, shutdown.cancelled_owned());
     let (a, b) = tokio::join!(api_server, admin_server);
     a.context("API listener")?;
     b.context("admin listener")?;

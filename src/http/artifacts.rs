@@ -27,11 +27,10 @@ use crate::store::{ByteRange, ObjectMeta, Store};
 pub const MAX_LISTED: usize = 10_000;
 
 fn parse_key(key: &str) -> Result<ObjectKey, ApiError> {
-    key.parse()
-        .map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-            code: "invalid_key",
-            message: format!("{key:?}: {e}"),
-        })
+    key.parse().map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
+        code: "invalid_key",
+        message: format!("{key:?}: {e}"),
+    })
 }
 
 fn rfc3339(t: Option<SystemTime>) -> Option<String> {
@@ -91,19 +90,12 @@ fn encode_cursor(pos: &(std::cmp::Reverse<u128>, String)) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<(std::cmp::Reverse<u128>, String), ApiError> {
-    let bad = || ApiError::BadRequest {
-        code: "invalid_cursor",
-        message: "not a cursor from this API".into(),
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
+    let bad =
+        || ApiError::BadRequest { code: "invalid_cursor", message: "not a cursor from this API".into() };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let (nanos, key) = text.split_once(':').ok_or_else(bad)?;
-    Ok((
-        std::cmp::Reverse(nanos.parse().map_err(|_| bad())?),
-        key.to_owned(),
-    ))
+    Ok((std::cmp::Reverse(nanos.parse().map_err(|_| bad())?), key.to_owned()))
 }
 
 /// List a function's stored packages, newest first.
@@ -123,13 +115,9 @@ pub async fn list_artifacts(
     Path(function): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ArtifactList>, ApiError> {
-    let function: FunctionName =
-        function
-            .parse()
-            .map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-                code: "invalid_function_name",
-                message: e.to_string(),
-            })?;
+    let function: FunctionName = function.parse().map_err(|e: crate::store::key::KeyError| {
+        ApiError::BadRequest { code: "invalid_function_name", message: e.to_string() }
+    })?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest {
@@ -145,23 +133,17 @@ pub async fn list_artifacts(
                 message: "this server does not allow per-request key prefixes".into(),
             });
         }
-        let p: KeyPrefix =
-            p.parse()
-                .map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-                    code: "invalid_prefix",
-                    message: e.to_string(),
-                })?;
-        prefix = prefix.join(&p).map_err(|e| ApiError::BadRequest {
+        let p: KeyPrefix = p.parse().map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
             code: "invalid_prefix",
             message: e.to_string(),
         })?;
+        prefix = prefix
+            .join(&p)
+            .map_err(|e| ApiError::BadRequest { code: "invalid_prefix", message: e.to_string() })?;
     }
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let listed = state
-        .publisher
-        .store()
-        .list(&ObjectKey::function_prefix(&prefix, &function), MAX_LISTED)
-        .await?;
+    let listed =
+        state.publisher.store().list(&ObjectKey::function_prefix(&prefix, &function), MAX_LISTED).await?;
     // `lambda-orders-` also starts `lambda-orders-api-…` keys: keep only this function's.
     let mut mine: Vec<(ObjectMeta, ObjectKey)> = listed
         .into_iter()
@@ -249,28 +231,15 @@ async fn read_manifest(
         code: "artifact_not_found",
         message: format!("no package under {text}"),
     })?;
-    let corrupt = |e: manifest::ManifestError| {
-        ApiError::Internal(format!("{text}: unreadable central directory: {e}"))
-    };
-    let tail = store
-        .read_range(&text, ByteRange::Tail(manifest::TAIL_BYTES.min(meta.size)))
-        .await?;
+    let corrupt =
+        |e: manifest::ManifestError| ApiError::Internal(format!("{text}: unreadable central directory: {e}"));
+    let tail = store.read_range(&text, ByteRange::Tail(manifest::TAIL_BYTES.min(meta.size))).await?;
     let cd = manifest::locate(&tail, meta.size).map_err(corrupt)?;
     if cd.size > manifest::MAX_CENTRAL_DIRECTORY_BYTES {
-        return Err(ApiError::Internal(format!(
-            "{text}: central directory of {} bytes",
-            cd.size
-        )));
+        return Err(ApiError::Internal(format!("{text}: central directory of {} bytes", cd.size)));
     }
-    let bytes = store
-        .read_range(
-            &text,
-            ByteRange::Span {
-                start: cd.offset,
-                end: cd.offset + cd.size,
-            },
-        )
-        .await?;
+    let bytes =
+        store.read_range(&text, ByteRange::Span { start: cd.offset, end: cd.offset + cd.size }).await?;
     let entries = manifest::parse(&bytes, cd.entries).map_err(corrupt)?;
     Ok((meta, entries))
 }
@@ -324,29 +293,17 @@ pub async fn get_artifact_zip(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = parse_key(&key)?;
-    let body = state
-        .publisher
-        .store()
-        .get(&key.to_string())
-        .await
-        .map_err(|e| match e {
-            crate::store::Error::NotFound => ApiError::NotFound {
-                code: "artifact_not_found",
-                message: format!("no package under {key}"),
-            },
-            other => other.into(),
-        })?;
+    let body = state.publisher.store().get(&key.to_string()).await.map_err(|e| match e {
+        crate::store::Error::NotFound => {
+            ApiError::NotFound { code: "artifact_not_found", message: format!("no package under {key}") }
+        }
+        other => other.into(),
+    })?;
     let mut response = Body::from_stream(body.stream).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.size));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", key.file_name())) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -408,35 +365,17 @@ pub async fn diff_artifacts(
     let (from, to) = (parse_key(&key)?, parse_key(&other_key)?);
     let (_, before) = read_manifest(&state, &from).await?;
     let (_, after) = read_manifest(&state, &to).await?;
-    Ok(Json(diff(
-        from.to_string(),
-        to.to_string(),
-        &before,
-        &after,
-    )))
+    Ok(Json(diff(from.to_string(), to.to_string(), &before, &after)))
 }
 
 /// Compares two manifests entry by entry.
-pub fn diff(
-    from: String,
-    to: String,
-    before: &[ManifestEntry],
-    after: &[ManifestEntry],
-) -> ArtifactDiff {
-    let old: BTreeMap<&str, EntryInfo> =
-        before.iter().map(|e| (e.path.as_str(), e.into())).collect();
-    let new: BTreeMap<&str, EntryInfo> =
-        after.iter().map(|e| (e.path.as_str(), e.into())).collect();
-    let added: Vec<EntryInfo> = new
-        .iter()
-        .filter(|(p, _)| !old.contains_key(*p))
-        .map(|(_, e)| e.clone())
-        .collect();
-    let removed: Vec<EntryInfo> = old
-        .iter()
-        .filter(|(p, _)| !new.contains_key(*p))
-        .map(|(_, e)| e.clone())
-        .collect();
+pub fn diff(from: String, to: String, before: &[ManifestEntry], after: &[ManifestEntry]) -> ArtifactDiff {
+    let old: BTreeMap<&str, EntryInfo> = before.iter().map(|e| (e.path.as_str(), e.into())).collect();
+    let new: BTreeMap<&str, EntryInfo> = after.iter().map(|e| (e.path.as_str(), e.into())).collect();
+    let added: Vec<EntryInfo> =
+        new.iter().filter(|(p, _)| !old.contains_key(*p)).map(|(_, e)| e.clone()).collect();
+    let removed: Vec<EntryInfo> =
+        old.iter().filter(|(p, _)| !new.contains_key(*p)).map(|(_, e)| e.clone()).collect();
     let changed: Vec<ChangedEntry> = old
         .iter()
         .filter_map(|(p, b)| {

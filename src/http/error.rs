@@ -108,9 +108,7 @@ fn source_status(e: &SourceError) -> StatusCode {
     use SourceError as S;
     match e {
         S::UnsupportedFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        S::Corrupt(_) | S::InvalidPattern { .. } | S::InvalidSelection(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        S::Corrupt(_) | S::InvalidPattern { .. } | S::InvalidSelection(_) => StatusCode::BAD_REQUEST,
         S::HeaderTooLarge { .. }
         | S::TooManyEntries { .. }
         | S::UnpackedTooLarge { .. }
@@ -158,9 +156,7 @@ impl ApiError {
                 PublishError::Build(b @ BuildError::Package(_)) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, b.code())
                 }
-                PublishError::Pool(PoolError::Busy { .. }) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "busy")
-                }
+                PublishError::Pool(PoolError::Busy { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
                 PublishError::Pool(PoolError::Panicked) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
                 }
@@ -214,22 +210,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            "the service failed to handle this request; the x-request-id header identifies it in the logs".to_owned()
+            "the service failed to handle this request; the x-request-id header identifies it in the logs"
+                .to_owned()
         } else {
             self.report()
         };
         let retry_after = self.retry_after();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(Reported(Arc::new(self)));
         response
@@ -242,40 +232,23 @@ mod tests {
 
     #[test]
     fn server_errors_do_not_leak_details_but_client_errors_explain() {
-        let internal =
-            ApiError::Internal("bucket s3://secret-bucket exploded".into()).into_response();
+        let internal = ApiError::Internal("bucket s3://secret-bucket exploded".into()).into_response();
         assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let reported = internal.extensions().get::<Reported>().expect("marked");
-        assert!(
-            reported.0.report().contains("secret-bucket"),
-            "the log keeps the detail"
-        );
+        assert!(reported.0.report().contains("secret-bucket"), "the log keeps the detail");
 
-        let conflict = ApiError::Publish(PublishError::KeyConflict {
-            key: "k".into(),
-            stored_size: 1,
-            size: 2,
-        });
-        assert_eq!(
-            conflict.status_and_code(),
-            (StatusCode::CONFLICT, "key_conflict")
-        );
+        let conflict =
+            ApiError::Publish(PublishError::KeyConflict { key: "k".into(), stored_size: 1, size: 2 });
+        assert_eq!(conflict.status_and_code(), (StatusCode::CONFLICT, "key_conflict"));
         assert!(conflict.report().contains("1 bytes stored"));
     }
 
     #[test]
     fn unavailable_answers_carry_retry_after() {
-        let busy = ApiError::Publish(PublishError::Pool(PoolError::Busy {
-            workers: 1,
-            waited: Default::default(),
-        }))
-        .into_response();
+        let busy =
+            ApiError::Publish(PublishError::Pool(PoolError::Busy { workers: 1, waited: Default::default() }))
+                .into_response();
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            busy.headers()
-                .get(header::RETRY_AFTER)
-                .map(|v| v.as_bytes()),
-            Some(&b"1"[..])
-        );
+        assert_eq!(busy.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
     }
 }

@@ -50,9 +50,8 @@ impl PackageOptions {
         match name {
             "path" => self.selection.path = Some(value.to_owned()),
             "strip_components" => {
-                self.selection.strip_components = value
-                    .parse()
-                    .map_err(|_| invalid(name, value, "a non-negative integer"))?;
+                self.selection.strip_components =
+                    value.parse().map_err(|_| invalid(name, value, "a non-negative integer"))?;
             }
             "include" => self.selection.include.push(value.to_owned()),
             "exclude" => self.selection.exclude.push(value.to_owned()),
@@ -104,10 +103,7 @@ fn body_error(e: &(dyn std::error::Error + 'static), max: u64) -> ApiError {
     if is_length_limit(e) {
         ApiError::PayloadTooLarge { max }
     } else {
-        ApiError::BadRequest {
-            code: "upload_interrupted",
-            message: format!("reading the request body: {e}"),
-        }
+        ApiError::BadRequest { code: "upload_interrupted", message: format!("reading the request body: {e}") }
     }
 }
 
@@ -133,11 +129,8 @@ where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
 {
     let file = temp_file(dir).await?;
-    let copy = file
-        .try_clone()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut writer =
-        tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(copy));
+    let copy = file.try_clone().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(copy));
     let mut total = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(&chunk_error)?;
@@ -145,15 +138,9 @@ where
         if total > max {
             return Err(ApiError::PayloadTooLarge { max });
         }
-        writer
-            .write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+        writer.write_all(&chunk).await.map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
     }
-    writer
-        .flush()
-        .await
-        .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+    writer.flush().await.map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
     Ok(file)
 }
 
@@ -174,31 +161,20 @@ pub(crate) async fn read_body(
         return read_multipart(request, options, temp_dir, max).await;
     }
     if content_type.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON_BYTES)
-            .await
-            .map_err(|e| {
-                if is_length_limit(&e) {
-                    ApiError::PayloadTooLarge {
-                        max: MAX_JSON_BYTES as u64,
-                    }
-                } else {
-                    ApiError::BadRequest {
-                        code: "invalid_json",
-                        message: e.to_string(),
-                    }
-                }
-            })?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
-            code: "invalid_json",
-            message: e.to_string(),
+        let bytes = axum::body::to_bytes(request.into_body(), MAX_JSON_BYTES).await.map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::PayloadTooLarge { max: MAX_JSON_BYTES as u64 }
+            } else {
+                ApiError::BadRequest { code: "invalid_json", message: e.to_string() }
+            }
         })?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.to_string() })?;
         return Ok(Upload::Json(value));
     }
     let body: Body = request.into_body();
     let stream = body.into_data_stream();
-    Ok(Upload::Archive(
-        spool(stream, temp_dir, max, |e| body_error(&e, max)).await?,
-    ))
+    Ok(Upload::Archive(spool(stream, temp_dir, max, |e| body_error(&e, max)).await?))
 }
 
 async fn read_multipart(
@@ -211,19 +187,12 @@ async fn read_multipart(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { max }
         } else {
-            ApiError::BadRequest {
-                code: "invalid_multipart",
-                message: e.body_text(),
-            }
+            ApiError::BadRequest { code: "invalid_multipart", message: e.body_text() }
         }
     };
-    let mut multipart =
-        Multipart::from_request(request, &())
-            .await
-            .map_err(|e| ApiError::BadRequest {
-                code: "invalid_multipart",
-                message: e.body_text(),
-            })?;
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::BadRequest { code: "invalid_multipart", message: e.body_text() })?;
     let mut bundle = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
@@ -240,10 +209,8 @@ async fn read_multipart(
             options.set(&name, &value)?;
         }
     }
-    bundle
-        .map(Upload::Archive)
-        .ok_or_else(|| ApiError::BadRequest {
-            code: "missing_bundle",
-            message: "a multipart request needs a file part named `bundle`".into(),
-        })
+    bundle.map(Upload::Archive).ok_or_else(|| ApiError::BadRequest {
+        code: "missing_bundle",
+        message: "a multipart request needs a file part named `bundle`".into(),
+    })
 }

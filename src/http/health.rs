@@ -32,8 +32,6 @@ pub async fn healthz() -> Json<Status> {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     match state.publisher.store().ready().await {
         Ok(()) => Ok(Json(Status { status: "ready" })),
-        Err(e) => Err(ApiError::Store(crate::store::Error::Unavailable(Box::new(
-            e,
-        )))),
+        Err(e) => Err(ApiError::Store(crate::store::Error::Unavailable(Box::new(e)))),
     }
 }

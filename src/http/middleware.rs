@@ -16,11 +16,7 @@ use super::state::AppState;
 /// Requires `Authorization: Bearer <token>` with a configured token, when tokens are
 /// configured. Tokens are compared as SHA-256 digests in constant time, so neither their
 /// content nor their length leaks through timing.
-pub(crate) async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let digests = &state.settings.token_digests;
     if digests.is_empty() {
         return next.run(request).await;
@@ -31,18 +27,11 @@ pub(crate) async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
-    let valid = presented.is_some_and(|p| {
-        digests
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&p))
-            .into()
-    });
+    let valid = presented
+        .is_some_and(|p| digests.iter().fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&p)).into());
     if !valid {
         let mut response = ApiError::Unauthorized.into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return response;
     }
     next.run(request).await
@@ -50,11 +39,7 @@ pub(crate) async fn require_token(
 
 /// Refuses at once, with 503 and `Retry-After`, a request beyond the concurrency limit, instead
 /// of queueing it: a client retrying later is better than a replica running out of memory.
-pub(crate) async fn shed_load(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn shed_load(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match state.settings.in_flight.clone().try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
         Err(_) => {
@@ -76,8 +61,7 @@ pub(crate) async fn track_metrics(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -122,23 +106,15 @@ pub(crate) async fn error_envelope(request: Request, next: Next) -> Response {
     let code = code_for(status);
     let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         tracing::error!(status = status.as_u16(), error = %text, "request failed");
-        "the service failed to handle this request; the x-request-id header identifies it in the logs".to_owned()
+        "the service failed to handle this request; the x-request-id header identifies it in the logs"
+            .to_owned()
     } else {
         tracing::info!(status = status.as_u16(), error.code = code, error = %text, "request refused");
-        if text.is_empty() {
-            status.canonical_reason().unwrap_or("error").to_owned()
-        } else {
-            text
-        }
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text }
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_TYPE);
-    let body = axum::Json(ErrorBody {
-        error: ErrorDetail {
-            code: code.to_owned(),
-            message,
-        },
-    });
+    let body = axum::Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message } });
     let mut rebuilt = (status, body).into_response();
     rebuilt.headers_mut().extend(parts.headers);
     rebuilt

@@ -74,21 +74,10 @@ fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(artifacts::diff_artifacts));
     let v1 = upload
         .merge(reads)
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::require_token,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::shed_load,
-        ));
-    let probes = OpenApiRouter::new()
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(v1)
-        .merge(probes)
-        .split_for_parts()
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_token))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::shed_load));
+    let probes = OpenApiRouter::new().routes(routes!(health::healthz)).routes(routes!(health::readyz));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(v1).merge(probes).split_for_parts()
 }
 
 /// The OpenAPI document of the API.
@@ -109,10 +98,7 @@ pub fn router(state: AppState) -> Router {
         // in: request id → trace span → propagate the id to the response → catch panics →
         // JSON error envelope and the one failure log line (inside the span, so it carries the
         // request id) → metrics → request timeout (a bare 408 the envelope turns into JSON).
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(axum::middleware::from_fn(middleware::track_metrics))
         .layer(axum::middleware::from_fn(middleware::error_envelope))
         .layer(CatchPanicLayer::new())
@@ -124,15 +110,8 @@ pub fn router(state: AppState) -> Router {
                         .extensions()
                         .get::<axum::extract::MatchedPath>()
                         .map_or(request.uri().path(), |p| p.as_str());
-                    let id = request
-                        .headers()
-                        .get(REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    let client = request
-                        .extensions()
-                        .get::<ConnectInfo<SocketAddr>>()
-                        .map(|c| c.0.ip());
+                    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
@@ -188,12 +167,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let service =
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 app.clone().oneshot(request.map(axum::body::Body::new))
-            },
-        );
+            });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)

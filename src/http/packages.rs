@@ -132,22 +132,13 @@ pub async fn create_package(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<(StatusCode, Json<PackageResponse>), ApiError> {
-    let function: FunctionName =
-        function
-            .parse()
-            .map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-                code: "invalid_function_name",
-                message: e.to_string(),
-            })?;
+    let function: FunctionName = function.parse().map_err(|e: crate::store::key::KeyError| {
+        ApiError::BadRequest { code: "invalid_function_name", message: e.to_string() }
+    })?;
     let mut options = PackageOptions::from_query(query.as_deref())?;
     let publisher = &state.publisher;
-    let upload = read_body(
-        request,
-        &mut options,
-        publisher.temp_dir(),
-        state.settings.max_body_bytes,
-    )
-    .await?;
+    let upload =
+        read_body(request, &mut options, publisher.temp_dir(), state.settings.max_body_bytes).await?;
     let file = match upload {
         Upload::Archive(file) => file,
         Upload::Json(value) if value.get("git").is_some() => {
@@ -156,9 +147,8 @@ pub async fn create_package(
         Upload::Json(_) => {
             return Err(ApiError::BadRequest {
                 code: "invalid_json",
-                message:
-                    "a JSON body must be {\"git\": {...}}; send archives as raw bytes or multipart"
-                        .into(),
+                message: "a JSON body must be {\"git\": {...}}; send archives as raw bytes or multipart"
+                    .into(),
             });
         }
     };
@@ -170,10 +160,10 @@ pub async fn create_package(
                 message: "this server does not allow per-request key prefixes".into(),
             });
         }
-        Some(p) => Some(p.parse::<KeyPrefix>().map_err(|e| ApiError::BadRequest {
-            code: "invalid_prefix",
-            message: e.to_string(),
-        })?),
+        Some(p) => Some(
+            p.parse::<KeyPrefix>()
+                .map_err(|e| ApiError::BadRequest { code: "invalid_prefix", message: e.to_string() })?,
+        ),
     };
     let published = publisher
         .publish(PublishRequest {
@@ -184,18 +174,11 @@ pub async fn create_package(
             dry_run: options.dry_run,
         })
         .await?;
-    let status = if published.outcome == Outcome::Created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if published.outcome == Outcome::Created { StatusCode::CREATED } else { StatusCode::OK };
     // Recorded on the request span, so the one line logged per request carries them.
     let span = tracing::Span::current();
     span.record("key", tracing::field::display(&published.key));
     span.record("size_bytes", published.packed.size);
     span.record("outcome", tracing::field::debug(&published.outcome));
-    Ok((
-        status,
-        Json(PackageResponse::new(&published, &function, &state)),
-    ))
+    Ok((status, Json(PackageResponse::new(&published, &function, &state))))
 }

@@ -35,11 +35,7 @@ pub enum Method {
 /// compressed images, wheels) never grow. The rule depends only on the bytes, so it is as
 /// reproducible as the compressor.
 pub fn method_for(uncompressed: u64, deflated: u64) -> Method {
-    if deflated < uncompressed {
-        Method::Deflate
-    } else {
-        Method::Store
-    }
+    if deflated < uncompressed { Method::Deflate } else { Method::Store }
 }
 
 /// The zip options of one entry: fixed time, Unix "version made by", `0644`/`0755`, no extra

@@ -77,11 +77,7 @@ impl FromStr for Sha256Hex {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Uppercase is refused so that one digest has exactly one spelling in keys.
-        if s.len() != 64
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(InvalidSha256);
         }
         let mut out = [0u8; 32];
@@ -110,14 +106,8 @@ mod tests {
     #[test]
     fn empty_input_has_the_well_known_digest_in_both_spellings() {
         let d = Sha256Hex::of_bytes(b"");
-        assert_eq!(
-            d.to_string(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            d.to_base64(),
-            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
-        );
+        assert_eq!(d.to_string(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(d.to_base64(), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
         assert_eq!(Sha256Hex::of_reader(&b""[..]).expect("read"), d);
     }
 

@@ -132,14 +132,8 @@ pub fn locate(tail: &[u8], file_len: u64) -> Result<CentralDirectory, ManifestEr
             offset: u64_at(record, 48),
         };
     }
-    if cd
-        .offset
-        .checked_add(cd.size)
-        .is_none_or(|end| end > file_len)
-    {
-        return Err(ManifestError::Malformed(
-            "central directory outside the file",
-        ));
+    if cd.offset.checked_add(cd.size).is_none_or(|end| end > file_len) {
+        return Err(ManifestError::Malformed("central directory outside the file"));
     }
     Ok(cd)
 }
@@ -149,9 +143,7 @@ pub fn parse(bytes: &[u8], expected_entries: u64) -> Result<Vec<ManifestEntry>, 
     let mut out = Vec::with_capacity(usize::try_from(expected_entries.min(1 << 20)).unwrap_or(0));
     let mut at = 0usize;
     while at < bytes.len() {
-        let h = bytes
-            .get(at..at + 46)
-            .ok_or(ManifestError::Malformed("truncated header"))?;
+        let h = bytes.get(at..at + 46).ok_or(ManifestError::Malformed("truncated header"))?;
         if u32_at(h, 0) != CENTRAL_SIG {
             return Err(ManifestError::Malformed("bad central header signature"));
         }
@@ -159,21 +151,15 @@ pub fn parse(bytes: &[u8], expected_entries: u64) -> Result<Vec<ManifestEntry>, 
         let extra_len = u16_at(h, 30);
         let comment_len = u16_at(h, 32);
         let end = at + 46 + name_len + usize::from(extra_len) + usize::from(comment_len);
-        let name = bytes
-            .get(at + 46..at + 46 + name_len)
-            .ok_or(ManifestError::Malformed("truncated name"))?;
+        let name =
+            bytes.get(at + 46..at + 46 + name_len).ok_or(ManifestError::Malformed("truncated name"))?;
         let extra = bytes
             .get(at + 46 + name_len..at + 46 + name_len + usize::from(extra_len))
             .ok_or(ManifestError::Malformed("truncated extra field"))?;
         let mut size = u64::from(u32_at(h, 24));
         let mut compressed_size = u64::from(u32_at(h, 20));
         let mut local_header_offset = u64::from(u32_at(h, 42));
-        apply_zip64_extra(
-            extra,
-            &mut size,
-            &mut compressed_size,
-            &mut local_header_offset,
-        )?;
+        apply_zip64_extra(extra, &mut size, &mut compressed_size, &mut local_header_offset)?;
         out.push(ManifestEntry {
             path: String::from_utf8_lossy(name).into_owned(),
             mode: u32_at(h, 38) >> 16,
@@ -208,16 +194,12 @@ fn apply_zip64_extra(
     while extra.len() >= 4 {
         let id = u16_at(extra, 0);
         let len = usize::from(u16_at(extra, 2));
-        let data = extra
-            .get(4..4 + len)
-            .ok_or(ManifestError::Malformed("truncated extra field"))?;
+        let data = extra.get(4..4 + len).ok_or(ManifestError::Malformed("truncated extra field"))?;
         if id == 0x0001 {
             let mut at = 0;
             for field in [size, compressed, offset] {
                 if *field == 0xFFFF_FFFF {
-                    let v = data
-                        .get(at..at + 8)
-                        .ok_or(ManifestError::Malformed("short ZIP64 field"))?;
+                    let v = data.get(at..at + 8).ok_or(ManifestError::Malformed("short ZIP64 field"))?;
                     *field = u64_at(v, 0);
                     at += 8;
                 }

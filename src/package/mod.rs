@@ -40,9 +40,7 @@ use zip::write::{PreparedZipFile, ZipFileBuilder};
 pub use self::canonical::FORMAT_VERSION;
 pub use self::digest::Sha256Hex;
 pub use self::limits::Limits;
-pub use self::tree::{
-    Content, Entry, EntryPath, Mode, PathError, SourceTree, Spool, SpoolWriter, TreeError,
-};
+pub use self::tree::{Content, Entry, EntryPath, Mode, PathError, SourceTree, Spool, SpoolWriter, TreeError};
 
 use self::canonical::{Method, entry_options, method_for};
 
@@ -157,11 +155,7 @@ pub fn pack(tree: &SourceTree, options: &PackOptions, out: &mut File) -> Result<
     out.seek(SeekFrom::Start(0)).map_err(Error::Write)?;
     let sha256 = Sha256Hex::of_reader(&mut *out).map_err(Error::Write)?;
     let size = out.stream_position().map_err(Error::Write)?;
-    Ok(Packed {
-        sha256,
-        size,
-        files: tree.entries().len() as u64,
-    })
+    Ok(Packed { sha256, size, files: tree.entries().len() as u64 })
 }
 
 /// Compresses entries (in parallel when it pays) and appends them to `zip` in canonical order.
@@ -201,10 +195,7 @@ fn compress(
     method: Method,
     buf: &mut [u8],
 ) -> Result<PreparedZipFile, Error> {
-    let read_err = |source| Error::Read {
-        path: entry.path.clone(),
-        source,
-    };
+    let read_err = |source| Error::Read { path: entry.path.clone(), source };
     let mut builder = ZipFileBuilder::new(entry.path.as_str(), entry_options(entry.mode, method))?;
     let mut reader = tree.open(entry).map_err(read_err)?;
     let mut total = 0u64;
@@ -217,16 +208,12 @@ fn compress(
         };
         total += n as u64;
         if total > entry.size {
-            return Err(Error::SourceChanged {
-                path: entry.path.clone(),
-            });
+            return Err(Error::SourceChanged { path: entry.path.clone() });
         }
         builder.write_all(&buf[..n]).map_err(Error::Write)?;
     }
     if total != entry.size {
-        return Err(Error::SourceChanged {
-            path: entry.path.clone(),
-        });
+        return Err(Error::SourceChanged { path: entry.path.clone() });
     }
     Ok(builder.finish()?)
 }
@@ -286,11 +273,7 @@ mod parallel {
     ) -> Result<(), Error> {
         let entries = tree.entries();
         let gate = Gate {
-            state: Mutex::new(GateState {
-                next: 0,
-                in_flight: 0,
-                stop: false,
-            }),
+            state: Mutex::new(GateState { next: 0, in_flight: 0, stop: false }),
             wake: Condvar::new(),
         };
         std::thread::scope(|scope| {

@@ -150,11 +150,7 @@ impl Mode {
     /// Reduces any Unix mode to git's rule: executable if and only if the owner-exec bit is set.
     /// Group/other bits, setuid/setgid/sticky and the umask do not matter.
     pub fn from_unix(mode: u32) -> Self {
-        if mode & 0o100 != 0 {
-            Self::Executable
-        } else {
-            Self::Regular
-        }
+        if mode & 0o100 != 0 { Self::Executable } else { Self::Regular }
     }
 
     /// The permission bits written to the zip: `0o644` or `0o755`.
@@ -232,10 +228,7 @@ impl SpoolWriter {
             Some(dir) => tempfile::tempfile_in(dir)?,
             None => tempfile::tempfile()?,
         };
-        Ok(Self {
-            file: BufWriter::with_capacity(256 * 1024, file),
-            len: 0,
-        })
+        Ok(Self { file: BufWriter::with_capacity(256 * 1024, file), len: 0 })
     }
 
     /// Appends everything `reader` yields; returns the offset and the number of bytes.
@@ -266,10 +259,7 @@ impl SpoolWriter {
 
     /// Flushes and turns the writer into a readable spool.
     pub fn finish(self) -> io::Result<Spool> {
-        let file = self
-            .file
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
+        let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
         Ok(Spool(Arc::new(file)))
     }
 }
@@ -302,10 +292,7 @@ impl Read for ContentReader {
                 }
                 let n = spool.read_at(&mut buf[..want], *pos)?;
                 if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "spool truncated",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool truncated"));
                 }
                 *pos += n as u64;
                 Ok(n)
@@ -432,10 +419,7 @@ mod tests {
         ] {
             assert_eq!(EntryPath::new(bad), Err(why), "{bad:?}");
         }
-        assert_eq!(
-            EntryPath::new(&"x".repeat(256)),
-            Err(PathError::ComponentTooLong)
-        );
+        assert_eq!(EntryPath::new(&"x".repeat(256)), Err(PathError::ComponentTooLong));
         assert_eq!(EntryPath::from_bytes(b"caf\xe9"), Err(PathError::NotUtf8));
     }
 
@@ -473,22 +457,14 @@ mod tests {
 
     #[test]
     fn trees_refuse_duplicates_conflicts_and_emptiness() {
-        let dup =
-            SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a", Mode::Regular, b"")]);
-        assert!(matches!(
-            dup,
-            Err(FromMemoryError::Tree(TreeError::Duplicate(_)))
-        ));
-        let conflict =
-            SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a/b", Mode::Regular, b"")]);
+        let dup = SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a", Mode::Regular, b"")]);
+        assert!(matches!(dup, Err(FromMemoryError::Tree(TreeError::Duplicate(_)))));
+        let conflict = SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a/b", Mode::Regular, b"")]);
         assert!(
             matches!(conflict, Err(FromMemoryError::Tree(TreeError::FileDirConflict(p))) if p.as_str() == "a")
         );
         let empty = SourceTree::from_memory(std::iter::empty());
-        assert!(matches!(
-            empty,
-            Err(FromMemoryError::Tree(TreeError::Empty))
-        ));
+        assert!(matches!(empty, Err(FromMemoryError::Tree(TreeError::Empty))));
     }
 
     #[test]
@@ -501,10 +477,7 @@ mod tests {
         .expect("valid tree");
         let read = |i: usize| {
             let mut out = Vec::new();
-            tree.open(&tree.entries()[i])
-                .expect("open")
-                .read_to_end(&mut out)
-                .expect("read");
+            tree.open(&tree.entries()[i]).expect("open").read_to_end(&mut out).expect("read");
             out
         };
         assert_eq!(read(0), b"hello");

@@ -43,10 +43,7 @@ impl DirNamespace {
         Ok(if ft.is_file() {
             Node::File {
                 executable: meta.permissions().mode() & 0o100 != 0,
-                blob: DiskFile {
-                    size: meta.size(),
-                    path,
-                },
+                blob: DiskFile { size: meta.size(), path },
             }
         } else if ft.is_dir() {
             Node::Dir
@@ -87,17 +84,12 @@ impl Namespace for DirNamespace {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.path(dir)).map_err(Error::Io)? {
             let entry = entry.map_err(Error::Io)?;
-            let name = entry
-                .file_name()
-                .into_string()
-                .map_err(|name| Error::InvalidPath {
-                    path: format!("{}/{}", dir.join("/"), name.to_string_lossy()),
-                    reason: crate::package::PathError::NotUtf8,
-                })?;
-            validate_component(&name).map_err(|reason| Error::InvalidPath {
-                path: format!("{}/{name}", dir.join("/")),
-                reason,
+            let name = entry.file_name().into_string().map_err(|name| Error::InvalidPath {
+                path: format!("{}/{}", dir.join("/"), name.to_string_lossy()),
+                reason: crate::package::PathError::NotUtf8,
             })?;
+            validate_component(&name)
+                .map_err(|reason| Error::InvalidPath { path: format!("{}/{name}", dir.join("/")), reason })?;
             let meta = entry.metadata().map_err(Error::Io)?;
             let node = self.node(entry.path(), &meta)?;
             out.push((name, node));

@@ -39,11 +39,7 @@ pub(crate) struct MemNamespace {
 
 /// What an inserted entry is.
 pub(crate) enum Kind<'a, R> {
-    File {
-        executable: bool,
-        data: &'a mut R,
-        size: u64,
-    },
+    File { executable: bool, data: &'a mut R, size: u64 },
     Dir,
     Symlink(String),
     HardLink(Vec<u8>),
@@ -65,9 +61,7 @@ impl MemNamespace {
     pub(crate) fn count_entry(&mut self) -> Result<(), Error> {
         self.entries += 1;
         if self.entries > self.limits.max_entries {
-            return Err(Error::TooManyEntries {
-                max: self.limits.max_entries,
-            });
+            return Err(Error::TooManyEntries { max: self.limits.max_entries });
         }
         Ok(())
     }
@@ -80,10 +74,8 @@ impl MemNamespace {
     /// rejected rather than repaired, because repairing would let two members alias one path.
     fn components(&self, raw: &[u8], is_dir: bool) -> Result<Vec<String>, Error> {
         let lossy = || String::from_utf8_lossy(raw).into_owned();
-        let mut s = std::str::from_utf8(raw).map_err(|_| Error::InvalidPath {
-            path: lossy(),
-            reason: crate::package::PathError::NotUtf8,
-        })?;
+        let mut s = std::str::from_utf8(raw)
+            .map_err(|_| Error::InvalidPath { path: lossy(), reason: crate::package::PathError::NotUtf8 })?;
         while let Some(rest) = s.strip_prefix("./") {
             s = rest;
         }
@@ -94,10 +86,7 @@ impl MemNamespace {
             return if is_dir {
                 Ok(Vec::new())
             } else {
-                Err(Error::InvalidPath {
-                    path: lossy(),
-                    reason: crate::package::PathError::Empty,
-                })
+                Err(Error::InvalidPath { path: lossy(), reason: crate::package::PathError::Empty })
             };
         }
         if s.len() as u64 > self.limits.max_path_bytes {
@@ -106,25 +95,15 @@ impl MemNamespace {
                 max: self.limits.max_path_bytes,
             });
         }
-        let path = EntryPath::new(s).map_err(|reason| Error::InvalidPath {
-            path: lossy(),
-            reason,
-        })?;
+        let path = EntryPath::new(s).map_err(|reason| Error::InvalidPath { path: lossy(), reason })?;
         if path.depth() as u64 > self.limits.max_path_depth {
-            return Err(Error::PathTooDeep {
-                path: path.to_string(),
-                max: self.limits.max_path_depth,
-            });
+            return Err(Error::PathTooDeep { path: path.to_string(), max: self.limits.max_path_depth });
         }
         Ok(path.as_str().split('/').map(str::to_owned).collect())
     }
 
     /// Inserts one member. Its directories are created implicitly.
-    pub(crate) fn insert<R: Read>(
-        &mut self,
-        raw_path: &[u8],
-        kind: Kind<'_, R>,
-    ) -> Result<(), Error> {
+    pub(crate) fn insert<R: Read>(&mut self, raw_path: &[u8], kind: Kind<'_, R>) -> Result<(), Error> {
         let is_dir = matches!(kind, Kind::Dir);
         let comps = self.components(raw_path, is_dir)?;
         let Some((name, parents)) = comps.split_last() else {
@@ -137,10 +116,9 @@ impl MemNamespace {
             Kind::HardLink(target) => {
                 let target_comps = self.components(&target, false)?;
                 match self.get(&target_comps) {
-                    Some(MemNode::File { executable, range }) => MemNode::File {
-                        executable: *executable,
-                        range: *range,
-                    },
+                    Some(MemNode::File { executable, range }) => {
+                        MemNode::File { executable: *executable, range: *range }
+                    }
                     _ => {
                         return Err(Error::InvalidHardLink {
                             path: path(),
@@ -149,36 +127,23 @@ impl MemNamespace {
                     }
                 }
             }
-            Kind::File {
-                executable,
-                data,
-                size,
-            } => {
+            Kind::File { executable, data, size } => {
                 // Checked before reading so a lying size cannot make us spool past the limit.
                 self.bytes = self.bytes.saturating_add(size);
                 if self.bytes > self.limits.max_unpacked_bytes {
-                    return Err(Error::UnpackedTooLarge {
-                        max: self.limits.max_unpacked_bytes,
-                    });
+                    return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
                 }
                 let offset = super::copy_into(&mut self.spool, &mut data.take(size), size)?;
-                MemNode::File {
-                    executable,
-                    range: SpoolRange { offset, size },
-                }
+                MemNode::File { executable, range: SpoolRange { offset, size } }
             }
         };
         let mut dir = &mut self.root;
         for (i, c) in parents.iter().enumerate() {
-            let next = dir
-                .entry(c.clone())
-                .or_insert_with(|| MemNode::Dir(BTreeMap::new()));
+            let next = dir.entry(c.clone()).or_insert_with(|| MemNode::Dir(BTreeMap::new()));
             match next {
                 MemNode::Dir(children) => dir = children,
                 _ => {
-                    return Err(Error::PathConflict {
-                        path: comps[..=i].join("/"),
-                    });
+                    return Err(Error::PathConflict { path: comps[..=i].join("/") });
                 }
             }
         }
@@ -221,10 +186,7 @@ impl MemNamespace {
 
 fn to_node(node: &MemNode) -> Node<SpoolRange> {
     match node {
-        MemNode::File { executable, range } => Node::File {
-            executable: *executable,
-            blob: *range,
-        },
+        MemNode::File { executable, range } => Node::File { executable: *executable, blob: *range },
         MemNode::Dir(_) => Node::Dir,
         MemNode::Symlink(t) => Node::Symlink(t.clone()),
     }
@@ -244,17 +206,8 @@ impl Namespace for MemNamespace {
             .unwrap_or_default())
     }
 
-    fn materialize(
-        &mut self,
-        blob: &SpoolRange,
-        _path: &EntryPath,
-    ) -> Result<(Content, u64), Error> {
-        Ok((
-            Content::Spooled {
-                offset: blob.offset,
-            },
-            blob.size,
-        ))
+    fn materialize(&mut self, blob: &SpoolRange, _path: &EntryPath) -> Result<(Content, u64), Error> {
+        Ok((Content::Spooled { offset: blob.offset }, blob.size))
     }
 
     fn into_spool(self) -> Result<Option<Spool>, Error> {

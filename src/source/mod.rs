@@ -256,15 +256,11 @@ pub fn detect(head: &[u8]) -> Result<SourceFormat, Error> {
         [] => Err(Error::UnsupportedFormat("the input is empty")),
         [0x1f, 0x8b, ..] => Ok(SourceFormat::TarGz),
         [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => Ok(SourceFormat::Zip),
-        [b'B', b'Z', b'h', ..] => Err(Error::UnsupportedFormat(
-            "bzip2 input; send tar, tar.gz or zip",
-        )),
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Err(Error::UnsupportedFormat(
-            "xz input; send tar, tar.gz or zip",
-        )),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Err(Error::UnsupportedFormat(
-            "zstd input; send tar, tar.gz or zip",
-        )),
+        [b'B', b'Z', b'h', ..] => Err(Error::UnsupportedFormat("bzip2 input; send tar, tar.gz or zip")),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
+            Err(Error::UnsupportedFormat("xz input; send tar, tar.gz or zip"))
+        }
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Err(Error::UnsupportedFormat("zstd input; send tar, tar.gz or zip")),
         _ if is_tar_header(head) => Ok(SourceFormat::Tar),
         _ => Err(Error::UnsupportedFormat("not a tar, tar.gz or zip archive")),
     }
@@ -279,24 +275,14 @@ fn is_tar_header(head: &[u8]) -> bool {
         return true;
     }
     let field = &head[148..156];
-    let digits: String = field
-        .iter()
-        .map(|b| *b as char)
-        .filter(|c| c.is_digit(8))
-        .collect();
+    let digits: String = field.iter().map(|b| *b as char).filter(|c| c.is_digit(8)).collect();
     let Ok(stored) = u32::from_str_radix(&digits, 8) else {
         return false;
     };
     let sum: u32 = head[..512]
         .iter()
         .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(*b)
-            }
-        })
+        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) })
         .sum();
     sum == stored
 }
@@ -314,26 +300,18 @@ pub fn from_archive(
     let selector = Selector::new(selection)?;
     let len = file.metadata().map_err(Error::Io)?.len();
     if len > limits.max_archive_bytes {
-        return Err(Error::ArchiveTooLarge {
-            max: limits.max_archive_bytes,
-        });
+        return Err(Error::ArchiveTooLarge { max: limits.max_archive_bytes });
     }
     file.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
     let mut head = Vec::with_capacity(512);
-    (&mut file)
-        .take(512)
-        .read_to_end(&mut head)
-        .map_err(Error::Io)?;
+    (&mut file).take(512).read_to_end(&mut head).map_err(Error::Io)?;
     let format = detect(&head)?;
     file.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
     let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
     match format {
-        SourceFormat::Tar => tar::read(
-            io::BufReader::with_capacity(128 * 1024, file),
-            false,
-            &mut ns,
-            limits,
-        )?,
+        SourceFormat::Tar => {
+            tar::read(io::BufReader::with_capacity(128 * 1024, file), false, &mut ns, limits)?
+        }
         SourceFormat::TarGz => tar::read(file, true, &mut ns, limits)?,
         SourceFormat::Zip => zip::read(file, &mut ns, limits)?,
         SourceFormat::Directory => return Err(Error::UnsupportedFormat("not an archive")),
@@ -342,11 +320,7 @@ pub fn from_archive(
 }
 
 /// Reads a local directory into a tree, without following symlinks out of it.
-pub fn from_directory(
-    dir: &Path,
-    selection: &Selection,
-    limits: &Limits,
-) -> Result<SourceTree, Error> {
+pub fn from_directory(dir: &Path, selection: &Selection, limits: &Limits) -> Result<SourceTree, Error> {
     let selector = Selector::new(selection)?;
     let root = dir.canonicalize().map_err(Error::Io)?;
     walk::build_tree(dir::DirNamespace::new(root), &selector, limits)
@@ -355,10 +329,7 @@ pub fn from_directory(
 /// Maps an error raised while reading an input stream: a limit crossed inside a reader keeps
 /// its meaning, anything else means the archive is unreadable.
 fn read_error(e: &io::Error) -> Error {
-    if let Some(limit) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<tar::StreamLimit>())
-    {
+    if let Some(limit) = e.get_ref().and_then(|inner| inner.downcast_ref::<tar::StreamLimit>()) {
         return match *limit {
             tar::StreamLimit::Unpacked { max } => Error::UnpackedTooLarge { max },
             tar::StreamLimit::Ratio { max } => Error::CompressionRatio { max },
@@ -393,9 +364,7 @@ fn copy_into(spool: &mut SpoolWriter, r: &mut impl Read, expected: u64) -> Resul
         total += n as u64;
     }
     if total != expected {
-        return Err(Error::Corrupt(format!(
-            "a member is truncated ({total} of {expected} bytes)"
-        )));
+        return Err(Error::Corrupt(format!("a member is truncated ({total} of {expected} bytes)")));
     }
     Ok(offset.unwrap_or_else(|| spool.len()))
 }

@@ -74,11 +74,8 @@ impl Selector {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let include = if selection.include.is_empty() {
-            None
-        } else {
-            Some(compile("include", &selection.include)?)
-        };
+        let include =
+            if selection.include.is_empty() { None } else { Some(compile("include", &selection.include)?) };
         let mut excludes: Vec<String> = Vec::new();
         if selection.default_excludes {
             excludes.extend(DEFAULT_EXCLUDES.iter().map(|s| (*s).to_owned()));
@@ -94,33 +91,21 @@ impl Selector {
 
     /// Whether a file at `path` (relative to the package root) goes into the package.
     pub(crate) fn keeps_file(&self, path: &str) -> bool {
-        let included = self
-            .include
-            .as_ref()
-            .is_none_or(|inc| inc.matched_path_or_any_parents(path, false).is_ignore());
-        included
-            && !self
-                .exclude
-                .matched_path_or_any_parents(path, false)
-                .is_ignore()
+        let included =
+            self.include.as_ref().is_none_or(|inc| inc.matched_path_or_any_parents(path, false).is_ignore());
+        included && !self.exclude.matched_path_or_any_parents(path, false).is_ignore()
     }
 
     /// Whether nothing below the directory at `path` can be kept, so it need not be read.
     /// Only exclusions prune, and only when no `!` pattern could bring a file back.
     pub(crate) fn prunes_dir(&self, path: &str) -> bool {
-        self.exclude.num_whitelists() == 0
-            && self
-                .exclude
-                .matched_path_or_any_parents(path, true)
-                .is_ignore()
+        self.exclude.num_whitelists() == 0 && self.exclude.matched_path_or_any_parents(path, true).is_ignore()
     }
 }
 
 fn compile(kind: &str, patterns: &[String]) -> Result<Gitignore, Error> {
     if patterns.len() > MAX_PATTERNS {
-        return Err(Error::InvalidSelection(format!(
-            "more than {MAX_PATTERNS} {kind} patterns"
-        )));
+        return Err(Error::InvalidSelection(format!("more than {MAX_PATTERNS} {kind} patterns")));
     }
     let mut builder = GitignoreBuilder::new("");
     for p in patterns {
@@ -132,15 +117,9 @@ fn compile(kind: &str, patterns: &[String]) -> Result<Gitignore, Error> {
         }
         builder
             .add_line(None, p)
-            .map_err(|e| Error::InvalidPattern {
-                pattern: p.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::InvalidPattern { pattern: p.clone(), reason: e.to_string() })?;
     }
-    builder.build().map_err(|e| Error::InvalidPattern {
-        pattern: patterns.join(" "),
-        reason: e.to_string(),
-    })
+    builder.build().map_err(|e| Error::InvalidPattern { pattern: patterns.join(" "), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -164,11 +143,7 @@ mod tests {
             ..Selection::default()
         };
         let selector = Selector::new(&sel).expect("valid selection");
-        let mut out: Vec<_> = TREE
-            .iter()
-            .copied()
-            .filter(|p| selector.keeps_file(p))
-            .collect();
+        let mut out: Vec<_> = TREE.iter().copied().filter(|p| selector.keeps_file(p)).collect();
         out.sort_unstable();
         out
     }
@@ -177,22 +152,13 @@ mod tests {
     fn includes_keep_only_matching_files_at_any_depth_and_whole_directories() {
         assert_eq!(
             kept(&["*.py", "test2/"], &[]),
-            [
-                "__init__.py",
-                "f1.py",
-                "test/__init__.py",
-                "test/f1.py",
-                "test2/test.txt"
-            ]
+            ["__init__.py", "f1.py", "test/__init__.py", "test/f1.py", "test2/test.txt"]
         );
     }
 
     #[test]
     fn excludes_remove_matching_files_and_directories() {
-        assert_eq!(
-            kept(&[], &["*.pyc", "test/"]),
-            ["__init__.py", "f1.py", "test2/test.txt"]
-        );
+        assert_eq!(kept(&[], &["*.pyc", "test/"]), ["__init__.py", "f1.py", "test2/test.txt"]);
     }
 
     #[test]
@@ -216,21 +182,15 @@ mod tests {
         }
         assert!(on.keeps_file(".gitignore"));
         assert!(on.prunes_dir(".git"));
-        let off = Selector::new(&Selection {
-            default_excludes: false,
-            ..Selection::default()
-        })
-        .expect("valid");
+        let off =
+            Selector::new(&Selection { default_excludes: false, ..Selection::default() }).expect("valid");
         assert!(off.keeps_file(".git/config"));
         assert!(!off.prunes_dir(".git"));
     }
 
     #[test]
     fn negated_excludes_disable_pruning() {
-        let sel = Selection {
-            exclude: vec!["test/".into(), "!test/keep.py".into()],
-            ..Selection::default()
-        };
+        let sel = Selection { exclude: vec!["test/".into(), "!test/keep.py".into()], ..Selection::default() };
         let s = Selector::new(&sel).expect("valid");
         assert!(!s.prunes_dir("test"));
         assert!(s.keeps_file("test/keep.py"));
@@ -240,19 +200,10 @@ mod tests {
     #[test]
     fn sub_paths_must_be_plain_relative_directories() {
         for bad in ["../x", "a/../b", "a//b", "a\\b"] {
-            let sel = Selection {
-                path: Some(bad.into()),
-                ..Selection::default()
-            };
-            assert!(
-                matches!(Selector::new(&sel), Err(Error::InvalidSelection(_))),
-                "{bad}"
-            );
+            let sel = Selection { path: Some(bad.into()), ..Selection::default() };
+            assert!(matches!(Selector::new(&sel), Err(Error::InvalidSelection(_))), "{bad}");
         }
-        let sel = Selection {
-            path: Some("/src/fn/".into()),
-            ..Selection::default()
-        };
+        let sel = Selection { path: Some("/src/fn/".into()), ..Selection::default() };
         assert_eq!(Selector::new(&sel).expect("valid").sub, ["src", "fn"]);
     }
 }

@@ -57,16 +57,12 @@ impl<R: Read> Read for Guard<R> {
         let n = self.inner.read(buf)?;
         self.produced += n as u64;
         if self.produced > self.max {
-            return Err(io::Error::other(StreamLimit::Unpacked {
-                max: self.limits.max_unpacked_bytes,
-            }));
+            return Err(io::Error::other(StreamLimit::Unpacked { max: self.limits.max_unpacked_bytes }));
         }
         if self.produced > self.limits.ratio_grace_bytes
             && self.produced > self.consumed.get().saturating_mul(self.max_ratio)
         {
-            return Err(io::Error::other(StreamLimit::Ratio {
-                max: self.max_ratio,
-            }));
+            return Err(io::Error::other(StreamLimit::Ratio { max: self.max_ratio }));
         }
         if n >= 512 {
             self.last.copy_from_slice(&buf[n - 512..n]);
@@ -88,40 +84,26 @@ pub(crate) fn read(
     limits: &Limits,
 ) -> Result<(), Error> {
     let consumed = Rc::new(Cell::new(0));
-    let counted = Counted {
-        inner: input,
-        count: Rc::clone(&consumed),
-    };
+    let counted = Counted { inner: input, count: Rc::clone(&consumed) };
     let stream: Box<dyn Read> = if gzip {
         // Multi-member gzip (`cat a.gz b.gz`) is decoded as one stream, as gzip(1) does.
-        Box::new(MultiGzDecoder::new(BufReader::with_capacity(
-            128 * 1024,
-            counted,
-        )))
+        Box::new(MultiGzDecoder::new(BufReader::with_capacity(128 * 1024, counted)))
     } else {
         Box::new(counted)
     };
     let mut guard = Guard {
         inner: stream,
         produced: 0,
-        max: limits
-            .max_unpacked_bytes
-            .saturating_add(limits.header_allowance()),
+        max: limits.max_unpacked_bytes.saturating_add(limits.header_allowance()),
         consumed,
-        max_ratio: if gzip {
-            limits.max_compression_ratio
-        } else {
-            u64::MAX
-        },
+        max_ratio: if gzip { limits.max_compression_ratio } else { u64::MAX },
         limits: *limits,
         last: [0xff; 512],
     };
     read_members(&mut guard, ns, limits)?;
     // The tar crate stops at the first zero block, so the last block read must be that marker.
     if guard.produced % 512 != 0 || guard.last.iter().any(|b| *b != 0) {
-        return Err(Error::Corrupt(
-            "the archive ends without an end-of-archive marker".into(),
-        ));
+        return Err(Error::Corrupt("the archive ends without an end-of-archive marker".into()));
     }
     // Whatever follows must be zero padding; reading it also verifies the gzip trailers.
     let mut rest = [0u8; 64 * 1024];
@@ -131,9 +113,7 @@ pub(crate) fn read(
             return Ok(());
         }
         if rest[..n].iter().any(|b| *b != 0) {
-            return Err(Error::Corrupt(
-                "data after the end-of-archive marker".into(),
-            ));
+            return Err(Error::Corrupt("data after the end-of-archive marker".into()));
         }
     }
 }
@@ -146,16 +126,9 @@ struct Pending {
     size: Option<u64>,
 }
 
-fn read_members(
-    stream: &mut impl Read,
-    ns: &mut MemNamespace,
-    limits: &Limits,
-) -> Result<(), Error> {
+fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
     let mut archive = Archive::new(stream);
-    let entries = archive
-        .entries()
-        .map_err(|e| super::read_error(&e))?
-        .raw(true);
+    let entries = archive.entries().map_err(|e| super::read_error(&e))?.raw(true);
     let mut pending = Pending::default();
     for entry in entries {
         let mut entry = entry.map_err(|e| super::read_error(&e))?;
@@ -184,9 +157,7 @@ fn read_members(
                 let mut global = Pending::default();
                 apply_pax(&data, &mut global)?;
                 if global.path.is_some() || global.link.is_some() || global.size.is_some() {
-                    return Err(Error::UnsupportedFormat(
-                        "a PAX global header sets path, linkpath or size",
-                    ));
+                    return Err(Error::UnsupportedFormat("a PAX global header sets path, linkpath or size"));
                 }
                 continue;
             }
@@ -201,9 +172,7 @@ fn read_members(
             // Raw mode skips data by the header's size; a PAX size that disagrees would make
             // this reader and others see different members.
             if pax_size != size {
-                return Err(Error::Corrupt(
-                    "a PAX size disagrees with its header".into(),
-                ));
+                return Err(Error::Corrupt("a PAX size disagrees with its header".into()));
             }
         }
         let lossy = || String::from_utf8_lossy(&path).into_owned();
@@ -211,20 +180,10 @@ fn read_members(
             if kind == EntryType::GNUSparse {
                 return Err(Error::SparseEntry { path: lossy() });
             }
-            if !matches!(
-                kind,
-                EntryType::Directory | EntryType::Symlink | EntryType::Link
-            ) {
-                return Err(Error::UnsupportedEntryType {
-                    path: lossy(),
-                    kind: type_name(kind),
-                });
+            if !matches!(kind, EntryType::Directory | EntryType::Symlink | EntryType::Link) {
+                return Err(Error::UnsupportedEntryType { path: lossy(), kind: type_name(kind) });
             }
-            return Err(Error::Corrupt(format!(
-                "{:?}: a {} member with data",
-                lossy(),
-                type_name(kind)
-            )));
+            return Err(Error::Corrupt(format!("{:?}: a {} member with data", lossy(), type_name(kind))));
         }
         let link = || -> Result<Vec<u8>, Error> {
             current
@@ -240,14 +199,7 @@ fn read_members(
             }
             EntryType::Regular | EntryType::Continuous => {
                 let executable = header.mode().map_err(|e| super::read_error(&e))? & 0o100 != 0;
-                ns.insert(
-                    &path,
-                    Kind::File {
-                        executable,
-                        data: &mut entry,
-                        size,
-                    },
-                )?;
+                ns.insert(&path, Kind::File { executable, data: &mut entry, size })?;
             }
             EntryType::Directory => ns.insert(&path, Kind::<io::Empty>::Dir)?,
             EntryType::Symlink => {
@@ -260,17 +212,12 @@ fn read_members(
             EntryType::Link => ns.insert(&path, Kind::<io::Empty>::HardLink(link()?))?,
             EntryType::GNUSparse => return Err(Error::SparseEntry { path: lossy() }),
             other => {
-                return Err(Error::UnsupportedEntryType {
-                    path: lossy(),
-                    kind: type_name(other),
-                });
+                return Err(Error::UnsupportedEntryType { path: lossy(), kind: type_name(other) });
             }
         }
     }
     if pending.path.is_some() || pending.link.is_some() || pending.size.is_some() {
-        return Err(Error::Corrupt(
-            "an extended header is not followed by a member".into(),
-        ));
+        return Err(Error::Corrupt("an extended header is not followed by a member".into()));
     }
     Ok(())
 }
@@ -290,15 +237,10 @@ fn type_name(kind: EntryType) -> &'static str {
 
 fn read_extension(entry: &mut impl Read, size: u64, limits: &Limits) -> Result<Vec<u8>, Error> {
     if size > limits.max_header_bytes {
-        return Err(Error::HeaderTooLarge {
-            max: limits.max_header_bytes,
-        });
+        return Err(Error::HeaderTooLarge { max: limits.max_header_bytes });
     }
     let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    entry
-        .take(size)
-        .read_to_end(&mut data)
-        .map_err(|e| super::read_error(&e))?;
+    entry.take(size).read_to_end(&mut data).map_err(|e| super::read_error(&e))?;
     if data.len() as u64 != size {
         return Err(Error::Corrupt("an extended header is truncated".into()));
     }
@@ -315,9 +257,7 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 fn apply_pax(data: &[u8], pending: &mut Pending) -> Result<(), Error> {
     for ext in PaxExtensions::new(data) {
         let ext = ext.map_err(|_| Error::Corrupt("a malformed PAX extended header".into()))?;
-        let key = ext
-            .key()
-            .map_err(|_| Error::Corrupt("a PAX key is not UTF-8".into()))?;
+        let key = ext.key().map_err(|_| Error::Corrupt("a PAX key is not UTF-8".into()))?;
         match key {
             "path" => pending.path = Some(ext.value_bytes().to_vec()),
             "linkpath" => pending.link = Some(ext.value_bytes().to_vec()),
@@ -330,14 +270,8 @@ fn apply_pax(data: &[u8], pending: &mut Pending) -> Result<(), Error> {
                 pending.size = Some(size);
             }
             k if k.starts_with("GNU.sparse.") => {
-                let path = pending
-                    .path
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                return Err(Error::SparseEntry {
-                    path: path.into_owned(),
-                });
+                let path = pending.path.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                return Err(Error::SparseEntry { path: path.into_owned() });
             }
             // Times, owners, xattrs: metadata the package does not carry.
             _ => {}

@@ -47,8 +47,7 @@ pub(crate) trait Namespace {
     fn read_dir(&mut self, dir: &[String]) -> Result<Listing<Self::Blob>, Error>;
 
     /// Makes a file's bytes readable at packing time; returns where they are and their size.
-    fn materialize(&mut self, blob: &Self::Blob, path: &EntryPath)
-    -> Result<(Content, u64), Error>;
+    fn materialize(&mut self, blob: &Self::Blob, path: &EntryPath) -> Result<(Content, u64), Error>;
 
     /// Hands over the spool holding materialized bytes, if the namespace made one.
     fn into_spool(self) -> Result<Option<Spool>, Error>;
@@ -69,16 +68,10 @@ pub(crate) fn build_tree<N: Namespace>(
         entries: Vec::new(),
         bytes: 0,
         stack: Vec::new(),
-        sub_kind: if selector.sub.is_empty() {
-            SubKind::Dir
-        } else {
-            SubKind::Missing
-        },
+        sub_kind: if selector.sub.is_empty() { SubKind::Dir } else { SubKind::Missing },
     };
     walk.dir(Vec::new(), Vec::new())?;
-    let Walk {
-        entries, sub_kind, ..
-    } = walk;
+    let Walk { entries, sub_kind, .. } = walk;
     let sub = || selector.sub.join("/");
     match sub_kind {
         SubKind::Dir => {}
@@ -87,12 +80,8 @@ pub(crate) fn build_tree<N: Namespace>(
     }
     let spool = ns.into_spool()?;
     SourceTree::new(entries, spool).map_err(|e| match e {
-        TreeError::Duplicate(p) => Error::DuplicatePath {
-            path: p.to_string(),
-        },
-        TreeError::FileDirConflict(p) => Error::PathConflict {
-            path: p.to_string(),
-        },
+        TreeError::Duplicate(p) => Error::DuplicatePath { path: p.to_string() },
+        TreeError::FileDirConflict(p) => Error::PathConflict { path: p.to_string() },
         TreeError::Empty => Error::EmptyPackage,
     })
 }
@@ -152,11 +141,7 @@ impl<N: Namespace> Walk<'_, N> {
         }
         let sub = &self.sel.sub;
         if out.len() < sub.len() {
-            return if sub.starts_with(out) {
-                Place::Route
-            } else {
-                Place::Outside
-            };
+            return if sub.starts_with(out) { Place::Route } else { Place::Outside };
         }
         if !out.starts_with(sub) {
             return Place::Outside;
@@ -193,9 +178,7 @@ impl<N: Namespace> Walk<'_, N> {
                     self.enter(&place, child_real, child_logical)?;
                 }
                 Node::Symlink(target) => match self.resolve(&real, &target) {
-                    Ok(Target::File { executable, blob }) => {
-                        self.file(&place, executable, &blob)?
-                    }
+                    Ok(Target::File { executable, blob }) => self.file(&place, executable, &blob)?,
                     Ok(Target::Dir(target_real)) => {
                         if self.stack.iter().any(|d| d.starts_with(&target_real)) {
                             self.link_error(&place, &child_logical, &target, LinkError::Loop)?;
@@ -214,12 +197,7 @@ impl<N: Namespace> Walk<'_, N> {
     }
 
     /// Enters a directory (real or reached through a link) unless the selection prunes it.
-    fn enter(
-        &mut self,
-        place: &Place,
-        real: Vec<String>,
-        logical: Vec<String>,
-    ) -> Result<(), Error> {
+    fn enter(&mut self, place: &Place, real: Vec<String>, logical: Vec<String>) -> Result<(), Error> {
         match place {
             Place::Outside => Ok(()),
             Place::Route => self.dir(real, logical),
@@ -242,58 +220,31 @@ impl<N: Namespace> Walk<'_, N> {
             _ => return Ok(()),
         };
         if path.len() as u64 > self.limits.max_path_bytes {
-            return Err(Error::PathTooLong {
-                path: path.clone(),
-                max: self.limits.max_path_bytes,
-            });
+            return Err(Error::PathTooLong { path: path.clone(), max: self.limits.max_path_bytes });
         }
-        let entry_path = EntryPath::new(path).map_err(|reason| Error::InvalidPath {
-            path: path.clone(),
-            reason,
-        })?;
+        let entry_path =
+            EntryPath::new(path).map_err(|reason| Error::InvalidPath { path: path.clone(), reason })?;
         if entry_path.depth() as u64 > self.limits.max_path_depth {
-            return Err(Error::PathTooDeep {
-                path: path.clone(),
-                max: self.limits.max_path_depth,
-            });
+            return Err(Error::PathTooDeep { path: path.clone(), max: self.limits.max_path_depth });
         }
         if self.entries.len() as u64 >= self.limits.max_entries {
-            return Err(Error::TooManyEntries {
-                max: self.limits.max_entries,
-            });
+            return Err(Error::TooManyEntries { max: self.limits.max_entries });
         }
         let (content, size) = self.ns.materialize(blob, &entry_path)?;
         self.bytes = self.bytes.saturating_add(size);
         if self.bytes > self.limits.max_unpacked_bytes {
-            return Err(Error::UnpackedTooLarge {
-                max: self.limits.max_unpacked_bytes,
-            });
+            return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
         }
-        let mode = if executable {
-            Mode::Executable
-        } else {
-            Mode::Regular
-        };
-        self.entries.push(Entry {
-            path: entry_path,
-            mode,
-            size,
-            content,
-        });
+        let mode = if executable { Mode::Executable } else { Mode::Regular };
+        self.entries.push(Entry { path: entry_path, mode, size, content });
         Ok(())
     }
 
-    fn special(
-        &mut self,
-        place: &Place,
-        logical: &[String],
-        kind: &'static str,
-    ) -> Result<(), Error> {
+    fn special(&mut self, place: &Place, logical: &[String], kind: &'static str) -> Result<(), Error> {
         match place {
-            Place::Inside(path) if self.sel.keeps_file(path) => Err(Error::UnsupportedEntryType {
-                path: logical.join("/"),
-                kind,
-            }),
+            Place::Inside(path) if self.sel.keeps_file(path) => {
+                Err(Error::UnsupportedEntryType { path: logical.join("/"), kind })
+            }
             Place::SubRoot => {
                 self.sub_kind = SubKind::NotDir;
                 Ok(())
@@ -341,10 +292,7 @@ impl<N: Namespace> Walk<'_, N> {
         if target.starts_with('/') {
             return Err(LinkError::Escapes);
         }
-        let parts: Vec<&str> = target
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
+        let parts: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             if *part == ".." {

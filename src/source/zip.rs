@@ -36,9 +36,7 @@ pub(crate) fn read(file: File, ns: &mut MemNamespace, limits: &Limits) -> Result
     let archive_len = file.metadata().map_err(Error::Io)?.len();
     let mut archive = ZipArchive::new(file).map_err(zip_error)?;
     if archive.has_duplicate_names() {
-        return Err(Error::DuplicatePath {
-            path: "(a name listed twice in the zip)".into(),
-        });
+        return Err(Error::DuplicatePath { path: "(a name listed twice in the zip)".into() });
     }
     let mut unpacked = 0u64;
     for i in 0..archive.len() {
@@ -50,10 +48,7 @@ pub(crate) fn read(file: File, ns: &mut MemNamespace, limits: &Limits) -> Result
             if raw.encrypted() {
                 return Err(Error::EncryptedEntry { path: lossy() });
             }
-            if !matches!(
-                raw.compression(),
-                CompressionMethod::Stored | CompressionMethod::Deflated
-            ) {
+            if !matches!(raw.compression(), CompressionMethod::Stored | CompressionMethod::Deflated) {
                 return Err(Error::UnsupportedCompression {
                     path: lossy(),
                     method: format!("{:?}", raw.compression()),
@@ -78,33 +73,23 @@ pub(crate) fn read(file: File, ns: &mut MemNamespace, limits: &Limits) -> Result
             }
             None | Some(0 | S_IFREG | S_IFLNK) => {}
             Some(_) => {
-                return Err(Error::UnsupportedEntryType {
-                    path: lossy(),
-                    kind: "special file",
-                });
+                return Err(Error::UnsupportedEntryType { path: lossy(), kind: "special file" });
             }
         }
         let mut entry = archive.by_index(i).map_err(zip_error)?;
         let size = entry.size();
         if unpacked.saturating_add(size) > limits.max_unpacked_bytes {
-            return Err(Error::UnpackedTooLarge {
-                max: limits.max_unpacked_bytes,
-            });
+            return Err(Error::UnpackedTooLarge { max: limits.max_unpacked_bytes });
         }
         unpacked += size;
         if unpacked > limits.ratio_grace_bytes
             && unpacked > archive_len.saturating_mul(limits.max_compression_ratio)
         {
-            return Err(Error::CompressionRatio {
-                max: limits.max_compression_ratio,
-            });
+            return Err(Error::CompressionRatio { max: limits.max_compression_ratio });
         }
         if file_type == Some(S_IFLNK) {
             if size > limits.max_path_bytes {
-                return Err(Error::PathTooLong {
-                    path: lossy(),
-                    max: limits.max_path_bytes,
-                });
+                return Err(Error::PathTooLong { path: lossy(), max: limits.max_path_bytes });
             }
             let mut target = Vec::new();
             read_exact_size(&mut entry, size, &mut target)?;
@@ -117,25 +102,11 @@ pub(crate) fn read(file: File, ns: &mut MemNamespace, limits: &Limits) -> Result
             let executable = unix_mode.is_some_and(|m| m & 0o100 != 0);
             // The zip crate checks the CRC once the entry is read to its end; reading one byte
             // past the declared size proves the entry is not longer than it claims.
-            let mut exact = ExactSize {
-                inner: &mut entry,
-                left: size,
-                name: &name,
-            };
-            ns.insert(
-                &name,
-                Kind::File {
-                    executable,
-                    data: &mut exact,
-                    size,
-                },
-            )?;
+            let mut exact = ExactSize { inner: &mut entry, left: size, name: &name };
+            ns.insert(&name, Kind::File { executable, data: &mut exact, size })?;
             let mut probe = [0u8; 1];
             if super::read_input(&mut entry, &mut probe)? != 0 {
-                return Err(Error::Corrupt(format!(
-                    "{:?} is longer than its declared size",
-                    lossy()
-                )));
+                return Err(Error::Corrupt(format!("{:?} is longer than its declared size", lossy())));
             }
         }
     }
@@ -154,17 +125,12 @@ impl<R: Read> Read for ExactSize<'_, R> {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!(
-                    "{:?} is shorter than its declared size",
-                    String::from_utf8_lossy(self.name)
-                ),
+                format!("{:?} is shorter than its declared size", String::from_utf8_lossy(self.name)),
             ));
         }
         self.left -= n as u64;
@@ -173,17 +139,11 @@ impl<R: Read> Read for ExactSize<'_, R> {
 }
 
 fn read_exact_size(r: &mut impl Read, size: u64, out: &mut Vec<u8>) -> Result<(), Error> {
-    let mut exact = ExactSize {
-        inner: r,
-        left: size,
-        name: b"symlink",
-    };
+    let mut exact = ExactSize { inner: r, left: size, name: b"symlink" };
     exact.read_to_end(out).map_err(|e| super::read_error(&e))?;
     let mut probe = [0u8; 1];
     if super::read_input(r, &mut probe)? != 0 {
-        return Err(Error::Corrupt(
-            "a symlink entry is longer than its declared size".into(),
-        ));
+        return Err(Error::Corrupt("a symlink entry is longer than its declared size".into()));
     }
     Ok(())
 }

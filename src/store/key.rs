@@ -45,13 +45,8 @@ impl FromStr for FunctionName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(KeyError::FunctionName)
-        }
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok { Ok(Self(s.to_owned())) } else { Err(KeyError::FunctionName) }
     }
 }
 
@@ -87,14 +82,8 @@ impl FromStr for KeyPrefix {
         let body = s.strip_suffix('/').ok_or(KeyError::Prefix)?;
         let ok = s.len() <= MAX_PREFIX_BYTES
             && !s.chars().any(char::is_control)
-            && body
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..");
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(KeyError::Prefix)
-        }
+            && body.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        if ok { Ok(Self(s.to_owned())) } else { Err(KeyError::Prefix) }
     }
 }
 
@@ -109,11 +98,7 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// The key of `function`'s package with digest `sha256` under `prefix`.
     pub fn package(prefix: &KeyPrefix, function: &FunctionName, sha256: Sha256Hex) -> Self {
-        Self {
-            prefix: prefix.clone(),
-            function: function.clone(),
-            sha256,
-        }
+        Self { prefix: prefix.clone(), function: function.clone(), sha256 }
     }
 
     /// The prefix part.
@@ -154,13 +139,7 @@ impl ObjectKey {
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}lambda-{}-{}.zip",
-            self.prefix.as_str(),
-            self.function,
-            self.sha256
-        )
+        write!(f, "{}lambda-{}-{}.zip", self.prefix.as_str(), self.function, self.sha256)
     }
 }
 
@@ -192,9 +171,7 @@ impl Serialize for ObjectKey {
 
 impl<'de> Deserialize<'de> for ObjectKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -210,11 +187,7 @@ mod tests {
             assert!(ok.parse::<FunctionName>().is_ok(), "{ok}");
         }
         for bad in ["", &"x".repeat(65), "a.b", "a/b", "a b", "fn:1", "é"] {
-            assert_eq!(
-                bad.parse::<FunctionName>(),
-                Err(KeyError::FunctionName),
-                "{bad}"
-            );
+            assert_eq!(bad.parse::<FunctionName>(), Err(KeyError::FunctionName), "{bad}");
         }
     }
 
@@ -223,16 +196,7 @@ mod tests {
         for ok in ["", "lambda/", "team a/builds/"] {
             assert!(ok.parse::<KeyPrefix>().is_ok(), "{ok:?}");
         }
-        for bad in [
-            "x",
-            "/x/",
-            "a//",
-            "../",
-            "a/../",
-            "./",
-            "a\n/",
-            &format!("{}/", "x".repeat(512)),
-        ] {
+        for bad in ["x", "/x/", "a//", "../", "a/../", "./", "a\n/", &format!("{}/", "x".repeat(512))] {
             assert_eq!(bad.parse::<KeyPrefix>(), Err(KeyError::Prefix), "{bad:?}");
         }
     }
@@ -245,14 +209,7 @@ mod tests {
         let text = key.to_string();
         assert_eq!(text, format!("ci/builds/lambda-orders-api-{SHA}.zip"));
         assert_eq!(text.parse::<ObjectKey>().expect("parses"), key);
-        assert_eq!(
-            format!("lambda-f-{SHA}.zip")
-                .parse::<ObjectKey>()
-                .expect("parses")
-                .prefix()
-                .as_str(),
-            ""
-        );
+        assert_eq!(format!("lambda-f-{SHA}.zip").parse::<ObjectKey>().expect("parses").prefix().as_str(), "");
         for bad in [
             format!("lambda-f-{SHA}.tar"),
             format!("f-{SHA}.zip"),

@@ -28,13 +28,8 @@ pub struct LocalStore {
     staging: PathBuf,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Io(io::Error::other(e)))?
-        .map_err(Error::Io)
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io(io::Error::other(e)))?.map_err(Error::Io)
 }
 
 impl LocalStore {
@@ -111,18 +106,13 @@ impl Store for LocalStore {
         let target = self.root.join(key.to_string());
         blocking(move || {
             // Temp files are created 0600; a stored package is as readable as any other file.
-            staged
-                .file
-                .as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            staged.file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
             staged.file.as_file().sync_all()?;
             let dir = target.parent().map(Path::to_owned).unwrap_or_default();
             fs::create_dir_all(&dir)?;
             let outcome = match staged.file.persist_noclobber(&target) {
                 Ok(_) => PutOutcome::Created { version_id: None },
-                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                    PutOutcome::AlreadyExists
-                }
+                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
                 Err(e) => return Err(e.error),
             };
             File::open(&dir)?.sync_all()?;
@@ -139,8 +129,7 @@ impl Store for LocalStore {
         if dir.split('/').any(|c| c == "..") {
             return Ok(Vec::new());
         }
-        let (dir, name_prefix, root) =
-            (dir.to_owned(), name_prefix.to_owned(), self.root.join(dir));
+        let (dir, name_prefix, root) = (dir.to_owned(), name_prefix.to_owned(), self.root.join(dir));
         blocking(move || {
             let mut out = Vec::new();
             let entries = match fs::read_dir(&root) {
@@ -193,14 +182,8 @@ impl Store for LocalStore {
             })
             .await,
         )?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(
-            tokio::fs::File::from_std(file),
-            256 * 1024,
-        );
-        Ok(ObjectBody {
-            size,
-            stream: stream.boxed(),
-        })
+        let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
+        Ok(ObjectBody { size, stream: stream.boxed() })
     }
 
     async fn ready(&self) -> Result<(), Error> {

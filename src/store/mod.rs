@@ -84,9 +84,7 @@ pub struct ObjectBody {
 
 impl std::fmt::Debug for ObjectBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectBody")
-            .field("size", &self.size)
-            .finish_non_exhaustive()
+        f.debug_struct("ObjectBody").field("size", &self.size).finish_non_exhaustive()
     }
 }
 
@@ -134,18 +132,10 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<PutOutcome, Error>> + Send;
 
     /// Every object whose key starts with `prefix`, up to `max` of them, in any order.
-    fn list(
-        &self,
-        prefix: &str,
-        max: usize,
-    ) -> impl Future<Output = Result<Vec<ObjectMeta>, Error>> + Send;
+    fn list(&self, prefix: &str, max: usize) -> impl Future<Output = Result<Vec<ObjectMeta>, Error>> + Send;
 
     /// A byte range of an object (for reading a zip's central directory without downloading it).
-    fn read_range(
-        &self,
-        key: &str,
-        range: ByteRange,
-    ) -> impl Future<Output = Result<Bytes, Error>> + Send;
+    fn read_range(&self, key: &str, range: ByteRange) -> impl Future<Output = Result<Bytes, Error>> + Send;
 
     /// The whole object, streamed.
     fn get(&self, key: &str) -> impl Future<Output = Result<ObjectBody, Error>> + Send;

@@ -8,25 +8,15 @@ use crate::support::archive::{Member, tar};
 use crate::support::{manifest, pack_archive};
 
 async fn publish(app: &TestApp, function: &str, bundle: Vec<u8>) -> String {
-    let r = app
-        .post(&format!("/v1/functions/{function}/package"), bundle)
-        .await;
-    assert!(
-        r.status.is_success(),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    let r = app.post(&format!("/v1/functions/{function}/package"), bundle).await;
+    assert!(r.status.is_success(), "{}", String::from_utf8_lossy(&r.body));
     r.json()["key"].as_str().expect("key").to_owned()
 }
 
 /// Gives a stored object an mtime, so listing order is deterministic.
 fn age(app: &TestApp, key: &str, secs_ago: u64) {
-    let file = std::fs::File::options()
-        .write(true)
-        .open(app.store_root().join(key))
-        .expect("object");
-    file.set_modified(SystemTime::now() - Duration::from_secs(secs_ago))
-        .expect("mtime");
+    let file = std::fs::File::options().write(true).open(app.store_root().join(key)).expect("object");
+    file.set_modified(SystemTime::now() - Duration::from_secs(secs_ago)).expect("mtime");
 }
 
 #[tokio::test]
@@ -40,10 +30,7 @@ async fn listing_is_newest_first_paginated_and_only_this_functions() {
     age(&app, &mid, 200);
     age(&app, &new, 100);
 
-    let page1 = app
-        .get("/v1/functions/orders/artifacts?limit=2")
-        .await
-        .json();
+    let page1 = app.get("/v1/functions/orders/artifacts?limit=2").await.json();
     let keys = |v: &serde_json::Value| -> Vec<String> {
         v["artifacts"]
             .as_array()
@@ -56,44 +43,20 @@ async fn listing_is_newest_first_paginated_and_only_this_functions() {
     let first = &page1["artifacts"][0];
     assert_eq!(
         first["sha256"].as_str(),
-        new.strip_prefix("lambda-orders-")
-            .and_then(|k| k.strip_suffix(".zip"))
+        new.strip_prefix("lambda-orders-").and_then(|k| k.strip_suffix(".zip"))
     );
-    assert_eq!(
-        first["size"].as_u64(),
-        Some(app.stored()[&new].len() as u64)
-    );
-    assert!(
-        first["last_modified"]
-            .as_str()
-            .expect("time")
-            .ends_with('Z')
-    );
+    assert_eq!(first["size"].as_u64(), Some(app.stored()[&new].len() as u64));
+    assert!(first["last_modified"].as_str().expect("time").ends_with('Z'));
     let cursor = page1["next_cursor"].as_str().expect("a next page");
-    let page2 = app
-        .get(&format!(
-            "/v1/functions/orders/artifacts?limit=2&cursor={cursor}"
-        ))
-        .await
-        .json();
+    let page2 = app.get(&format!("/v1/functions/orders/artifacts?limit=2&cursor={cursor}")).await.json();
     assert_eq!(keys(&page2), [old]);
     assert!(page2["next_cursor"].is_null());
     let theirs = app.get("/v1/functions/orders-api/artifacts").await.json();
-    assert_eq!(
-        keys(&theirs),
-        [other],
-        "a function's listing never shows another's packages"
-    );
+    assert_eq!(keys(&theirs), [other], "a function's listing never shows another's packages");
 
-    app.get("/v1/functions/orders/artifacts?cursor=garbage!")
-        .await
-        .assert_error(400, "invalid_cursor");
-    app.get("/v1/functions/orders/artifacts?limit=0")
-        .await
-        .assert_error(400, "invalid_parameter");
-    app.get("/v1/functions/orders/artifacts?color=red")
-        .await
-        .assert_error(400, "invalid_request");
+    app.get("/v1/functions/orders/artifacts?cursor=garbage!").await.assert_error(400, "invalid_cursor");
+    app.get("/v1/functions/orders/artifacts?limit=0").await.assert_error(400, "invalid_parameter");
+    app.get("/v1/functions/orders/artifacts?color=red").await.assert_error(400, "invalid_request");
 }
 
 #[tokio::test]
@@ -103,25 +66,16 @@ async fn a_manifest_lists_every_entry_from_the_central_directory() {
     let key = publish(&app, "fn", bundle.clone()).await;
     let v = app.get(&format!("/v1/artifacts/{key}")).await.json();
     let ours = manifest(&pack_archive(&bundle).bytes);
-    assert_eq!(
-        (v["key"].as_str(), v["function"].as_str()),
-        (Some(key.as_str()), Some("fn"))
-    );
+    assert_eq!((v["key"].as_str(), v["function"].as_str()), (Some(key.as_str()), Some("fn")));
     assert_eq!(v["files"].as_u64(), Some(ours.len() as u64));
     assert_eq!(v["size"].as_u64(), Some(app.stored()[&key].len() as u64));
     let entries = v["entries"].as_array().expect("entries");
     for (json, e) in entries.iter().zip(&ours) {
         assert_eq!(json["path"].as_str(), Some(e.path.as_str()));
         assert_eq!(json["size"].as_u64(), Some(e.size));
-        assert_eq!(
-            json["crc32"].as_str(),
-            Some(format!("{:08x}", e.crc32).as_str())
-        );
+        assert_eq!(json["crc32"].as_str(), Some(format!("{:08x}", e.crc32).as_str()));
     }
-    let modes: Vec<_> = entries
-        .iter()
-        .map(|e| (e["path"].as_str(), e["mode"].as_str()))
-        .collect();
+    let modes: Vec<_> = entries.iter().map(|e| (e["path"].as_str(), e["mode"].as_str())).collect();
     assert_eq!(
         modes,
         [
@@ -141,16 +95,8 @@ async fn the_zip_endpoint_streams_the_stored_bytes() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body.as_ref(), app.stored()[&key].as_slice());
     assert_eq!(r.headers["content-type"], "application/zip");
-    assert_eq!(
-        r.headers["content-length"],
-        app.stored()[&key].len().to_string().as_str()
-    );
-    assert!(
-        r.headers["content-disposition"]
-            .to_str()
-            .expect("ascii")
-            .contains(&key)
-    );
+    assert_eq!(r.headers["content-length"], app.stored()[&key].len().to_string().as_str());
+    assert!(r.headers["content-disposition"].to_str().expect("ascii").contains(&key));
 }
 
 #[tokio::test]
@@ -159,17 +105,8 @@ async fn keys_with_a_prefix_are_addressed_url_encoded() {
     let key = publish(&app, "fn", basic().tar()).await;
     assert!(key.starts_with("ci/"));
     let encoded = key.replace('/', "%2F");
-    assert_eq!(
-        app.get(&format!("/v1/artifacts/{encoded}")).await.json()["key"].as_str(),
-        Some(key.as_str())
-    );
-    assert_eq!(
-        app.get(&format!("/v1/artifacts/{encoded}/zip"))
-            .await
-            .body
-            .len(),
-        app.stored()[&key].len()
-    );
+    assert_eq!(app.get(&format!("/v1/artifacts/{encoded}")).await.json()["key"].as_str(), Some(key.as_str()));
+    assert_eq!(app.get(&format!("/v1/artifacts/{encoded}/zip")).await.body.len(), app.stored()[&key].len());
     let listed = app.get("/v1/functions/fn/artifacts").await.json();
     assert_eq!(listed["artifacts"][0]["key"].as_str(), Some(key.as_str()));
 }
@@ -199,10 +136,7 @@ async fn a_diff_tells_why_a_hash_changed() {
         ]),
     )
     .await;
-    let v = app
-        .get(&format!("/v1/artifacts/{before}/diff/{after}"))
-        .await
-        .json();
+    let v = app.get(&format!("/v1/artifacts/{before}/diff/{after}")).await.json();
     let paths = |field: &str| -> Vec<String> {
         v[field]
             .as_array()
@@ -218,16 +152,10 @@ async fn a_diff_tells_why_a_hash_changed() {
     assert_eq!(v["changed"][0]["changes"], serde_json::json!(["content"]));
     assert_eq!(v["changed"][1]["changes"], serde_json::json!(["mode"]));
     assert_eq!(
-        (
-            v["changed"][1]["before"]["mode"].as_str(),
-            v["changed"][1]["after"]["mode"].as_str()
-        ),
+        (v["changed"][1]["before"]["mode"].as_str(), v["changed"][1]["after"]["mode"].as_str()),
         (Some("0644"), Some("0755"))
     );
-    let same = app
-        .get(&format!("/v1/artifacts/{before}/diff/{before}"))
-        .await
-        .json();
+    let same = app.get(&format!("/v1/artifacts/{before}/diff/{before}")).await.json();
     assert_eq!(same["identical"], true);
 }
 
@@ -235,19 +163,9 @@ async fn a_diff_tells_why_a_hash_changed() {
 async fn bad_and_missing_keys_are_400_and_404() {
     let app = TestApp::new().await;
     let missing = format!("lambda-fn-{}.zip", "0".repeat(64));
-    app.get("/v1/artifacts/not-a-key.zip")
-        .await
-        .assert_error(400, "invalid_key");
-    app.get("/v1/artifacts/..%2F..%2Fetc%2Fpasswd")
-        .await
-        .assert_error(400, "invalid_key");
-    app.get(&format!("/v1/artifacts/{missing}"))
-        .await
-        .assert_error(404, "artifact_not_found");
-    app.get(&format!("/v1/artifacts/{missing}/zip"))
-        .await
-        .assert_error(404, "artifact_not_found");
-    app.get(&format!("/v1/artifacts/{missing}/diff/{missing}"))
-        .await
-        .assert_error(404, "artifact_not_found");
+    app.get("/v1/artifacts/not-a-key.zip").await.assert_error(400, "invalid_key");
+    app.get("/v1/artifacts/..%2F..%2Fetc%2Fpasswd").await.assert_error(400, "invalid_key");
+    app.get(&format!("/v1/artifacts/{missing}")).await.assert_error(404, "artifact_not_found");
+    app.get(&format!("/v1/artifacts/{missing}/zip")).await.assert_error(404, "artifact_not_found");
+    app.get(&format!("/v1/artifacts/{missing}/diff/{missing}")).await.assert_error(404, "artifact_not_found");
 }

@@ -15,10 +15,9 @@ const URI: &str = "/v1/functions/fn/package";
 
 #[tokio::test]
 async fn bearer_tokens_guard_the_api_but_not_the_probes() {
-    let app = TestApp::with(|c| {
-        c.auth.tokens = vec!["s3cret-token".to_owned().into(), "second".to_owned().into()]
-    })
-    .await;
+    let app =
+        TestApp::with(|c| c.auth.tokens = vec!["s3cret-token".to_owned().into(), "second".to_owned().into()])
+            .await;
     let bundle = basic().tar();
     let no_token = app.post(URI, bundle.clone()).await;
     no_token.assert_error(401, "unauthorized");
@@ -28,9 +27,7 @@ async fn bearer_tokens_guard_the_api_but_not_the_probes() {
         .body(Body::from(bundle.clone()))
         .expect("request");
     app.call(wrong).await.assert_error(401, "unauthorized");
-    app.get("/v1/functions/fn/artifacts")
-        .await
-        .assert_error(401, "unauthorized");
+    app.get("/v1/functions/fn/artifacts").await.assert_error(401, "unauthorized");
     assert!(app.stored().is_empty());
     for token in ["s3cret-token", "second"] {
         let ok = Request::post(URI)
@@ -49,20 +46,12 @@ async fn bodies_over_the_limit_are_refused_with_413_whether_announced_or_streame
     let app = TestApp::with(|c| c.server.max_body_bytes = 1000).await;
     let bundle = basic().tar();
     assert!(bundle.len() > 1000);
-    app.post(URI, bundle.clone())
-        .await
-        .assert_error(413, "payload_too_large");
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        bundle.chunks(300).map(|c| Ok(c.to_vec())).collect();
-    let streamed = Request::post(URI)
-        .body(Body::from_stream(futures_util::stream::iter(chunks)))
-        .expect("request");
-    app.call(streamed)
-        .await
-        .assert_error(413, "payload_too_large");
-    app.post_multipart(URI, &[], &bundle)
-        .await
-        .assert_error(413, "payload_too_large");
+    app.post(URI, bundle.clone()).await.assert_error(413, "payload_too_large");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bundle.chunks(300).map(|c| Ok(c.to_vec())).collect();
+    let streamed =
+        Request::post(URI).body(Body::from_stream(futures_util::stream::iter(chunks))).expect("request");
+    app.call(streamed).await.assert_error(413, "payload_too_large");
+    app.post_multipart(URI, &[], &bundle).await.assert_error(413, "payload_too_large");
     assert!(app.stored().is_empty());
     app.assert_no_temp_files();
 }
@@ -70,9 +59,8 @@ async fn bodies_over_the_limit_are_refused_with_413_whether_announced_or_streame
 /// Sends the request head and the first `sent` bytes of a `total`-byte body, then stalls.
 async fn stalled_upload(addr: std::net::SocketAddr, total: usize, sent: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let head = format!(
-        "POST {URI} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {total}\r\n\r\n"
-    );
+    let head =
+        format!("POST {URI} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {total}\r\n\r\n");
     s.write_all(head.as_bytes()).await.expect("head");
     s.write_all(sent).await.expect("some body");
     s
@@ -87,10 +75,7 @@ async fn a_slow_upload_is_cut_off_by_the_request_timeout() {
     let started = Instant::now();
     let (status, _, body) = read_response(&mut slow).await;
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (408, Some("request_timeout"))
-    );
+    assert_eq!((status, v["error"]["code"].as_str()), (408, Some("request_timeout")));
     assert!(started.elapsed() < Duration::from_secs(5));
     let (status, _, _) = http_request(server.addr, "POST", URI, &[], &bundle).await;
     assert_eq!(status, 201, "a normal request still works");
@@ -103,17 +88,12 @@ async fn a_client_sending_headers_too_slowly_is_disconnected() {
     let app = TestApp::with(|c| c.server.header_read_timeout_secs = 1).await;
     let server = app.spawn().await;
     let mut s = TcpStream::connect(server.addr).await.expect("connect");
-    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n")
-        .await
-        .expect("partial head");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n").await.expect("partial head");
     let started = Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the server closed the connection");
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "not before the timeout"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout");
     let (status, _, _) = http_request(server.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200);
     server.stop().await.expect("stops");
@@ -141,9 +121,7 @@ async fn requests_beyond_the_concurrency_limit_get_a_fast_503() {
     assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
     let (status, _, _) = http_request(server.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200, "probes are not shed");
-    held.write_all(&bundle[100..])
-        .await
-        .expect("rest of the body");
+    held.write_all(&bundle[100..]).await.expect("rest of the body");
     let (status, _, _) = read_response(&mut held).await;
     assert_eq!(status, 201, "the held request completes");
     server.stop().await.expect("stops");
@@ -183,17 +161,11 @@ async fn shutdown_drains_an_upload_in_flight_and_stops_accepting() {
     assert_eq!(status, 200);
     server.trigger_shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    inflight
-        .write_all(&bundle[100..])
-        .await
-        .expect("rest of the body");
+    inflight.write_all(&bundle[100..]).await.expect("rest of the body");
     let (status, _, body) = read_response(&mut inflight).await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     server.join().await.expect("the server exits cleanly");
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "no longer accepting"
-    );
+    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
     assert_eq!(app.stored().len(), 1);
 }
 
@@ -202,10 +174,8 @@ async fn request_ids_are_set_or_propagated() {
     let app = TestApp::new().await;
     let r = app.get("/healthz").await;
     assert_eq!(r.headers["x-request-id"].len(), 36, "a UUID");
-    let given = Request::get("/nope")
-        .header("x-request-id", "ci-run-42")
-        .body(Body::empty())
-        .expect("request");
+    let given =
+        Request::get("/nope").header("x-request-id", "ci-run-42").body(Body::empty()).expect("request");
     let r = app.call(given).await;
     assert_eq!(r.headers["x-request-id"], "ci-run-42");
     r.assert_error(404, "not_found");
@@ -242,11 +212,7 @@ async fn readiness_follows_the_store() {
     std::fs::remove_dir_all(app.store_root()).expect("break the store");
     let r = app.get("/readyz").await;
     r.assert_error(503, "store_unavailable");
-    assert_eq!(
-        app.get("/healthz").await.status,
-        200,
-        "liveness does not depend on the store"
-    );
+    assert_eq!(app.get("/healthz").await.status, 200, "liveness does not depend on the store");
 }
 
 #[tokio::test]
@@ -269,10 +235,8 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         ("GET", "/v1/functions/{function}/artifacts"),
         ("POST", "/v1/functions/{function}/package"),
     ];
-    let expected: Vec<(String, String)> = expected
-        .iter()
-        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
-        .collect();
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
     assert_eq!(documented, expected);
     // Every documented route is routed: no `not_found` answer from the router's fallback.
     for (method, path) in &documented {

@@ -19,58 +19,28 @@ async fn a_tarball_is_stored_once_under_its_content_key() {
     let sha = expected.packed.sha256.to_string();
 
     let first = app.post(URI, bundle.clone()).await;
-    assert_eq!(
-        first.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&first.body)
-    );
+    assert_eq!(first.status, 201, "{}", String::from_utf8_lossy(&first.body));
     let v = first.json();
     let key = format!("lambda-orders-api-{sha}.zip");
     assert_eq!(v["key"], key.as_str());
     assert_eq!(v["sha256"], sha.as_str());
     assert_eq!(v["code_sha256"], expected.packed.code_sha256());
-    assert_eq!(
-        (v["size"].as_u64(), v["files"].as_u64()),
-        (Some(expected.packed.size), Some(49))
-    );
-    assert_eq!(
-        (v["uploaded"].as_bool(), v["function"].as_str()),
-        (Some(true), Some("orders-api"))
-    );
-    assert_eq!(
-        (
-            v["bucket"].is_null(),
-            v["code"].is_null(),
-            v["version_id"].is_null()
-        ),
-        (true, true, true)
-    );
-    assert_eq!(
-        (v["format"].as_str(), v["format_version"].as_u64()),
-        (Some("tar.gz"), Some(1))
-    );
-    let location = format!(
-        "file://{}/{key}",
-        app.store_root().canonicalize().expect("root").display()
-    );
+    assert_eq!((v["size"].as_u64(), v["files"].as_u64()), (Some(expected.packed.size), Some(49)));
+    assert_eq!((v["uploaded"].as_bool(), v["function"].as_str()), (Some(true), Some("orders-api")));
+    assert_eq!((v["bucket"].is_null(), v["code"].is_null(), v["version_id"].is_null()), (true, true, true));
+    assert_eq!((v["format"].as_str(), v["format_version"].as_u64()), (Some("tar.gz"), Some(1)));
+    let location = format!("file://{}/{key}", app.store_root().canonicalize().expect("root").display());
     assert_eq!(v["location"], location.as_str());
 
     let stored = app.stored();
     assert_eq!(stored.keys().collect::<Vec<_>>(), [&key]);
-    assert_eq!(
-        stored[&key], expected.bytes,
-        "the stored object is the canonical zip"
-    );
+    assert_eq!(stored[&key], expected.bytes, "the stored object is the canonical zip");
     assert_eq!(Sha256Hex::of_bytes(&stored[&key]).to_string(), sha);
 
     let second = app.post(URI, bundle).await;
     assert_eq!(second.status, 200);
     assert_eq!(
-        (
-            second.json()["uploaded"].as_bool(),
-            second.json()["key"].as_str()
-        ),
+        (second.json()["uploaded"].as_bool(), second.json()["key"].as_str()),
         (Some(false), Some(key.as_str()))
     );
     assert_eq!(app.stored().len(), 1);
@@ -83,18 +53,10 @@ async fn tar_tar_gz_zip_and_multipart_of_one_tree_give_one_key() {
     let tree = basic();
     let mut keys = Vec::new();
     for body in [tree.tar(), tree.tar_gz(), tree.zip()] {
-        keys.push(
-            app.post(URI, body).await.json()["key"]
-                .as_str()
-                .expect("key")
-                .to_owned(),
-        );
+        keys.push(app.post(URI, body).await.json()["key"].as_str().expect("key").to_owned());
     }
     keys.push(
-        app.post_multipart(URI, &[], &tree.tar_gz()).await.json()["key"]
-            .as_str()
-            .expect("key")
-            .to_owned(),
+        app.post_multipart(URI, &[], &tree.tar_gz()).await.json()["key"].as_str().expect("key").to_owned(),
     );
     let sha = pack_archive(&tree.tar()).packed.sha256;
     assert_eq!(keys, vec![format!("lambda-orders-api-{sha}.zip"); 4]);
@@ -106,10 +68,7 @@ async fn selection_options_work_as_query_parameters_and_multipart_fields() {
     let app = TestApp::new().await;
     let bundle = mixed().tar_gz();
     let query = "?path=lib&include=*.py&include=*.json&exclude=common/&dry_run=true";
-    let by_query = app
-        .post(&format!("{URI}{query}"), bundle.clone())
-        .await
-        .json();
+    let by_query = app.post(&format!("{URI}{query}"), bundle.clone()).await.json();
     assert_eq!(by_query["files"], 3, "handler.py, again.py, big.json");
     let fields = [
         ("path", "lib"),
@@ -120,12 +79,7 @@ async fn selection_options_work_as_query_parameters_and_multipart_fields() {
     ];
     let by_fields = app.post_multipart(URI, &fields, &bundle).await.json();
     assert_eq!(by_fields["sha256"], by_query["sha256"]);
-    let off = app
-        .post(
-            &format!("{URI}?default_excludes=false&strip_components=0&dry_run=1"),
-            bundle,
-        )
-        .await;
+    let off = app.post(&format!("{URI}?default_excludes=false&strip_components=0&dry_run=1"), bundle).await;
     assert_eq!(off.status, 200);
 }
 
@@ -133,49 +87,31 @@ async fn selection_options_work_as_query_parameters_and_multipart_fields() {
 async fn dry_run_computes_the_key_and_stores_nothing() {
     let app = TestApp::new().await;
     let bundle = basic().tar();
-    let dry = app
-        .post(&format!("{URI}?dry_run=true"), bundle.clone())
-        .await;
+    let dry = app.post(&format!("{URI}?dry_run=true"), bundle.clone()).await;
     assert_eq!(dry.status, 200);
     assert_eq!(
-        (
-            dry.json()["uploaded"].as_bool(),
-            dry.json()["exists"].as_bool()
-        ),
+        (dry.json()["uploaded"].as_bool(), dry.json()["exists"].as_bool()),
         (Some(false), Some(false))
     );
     assert!(app.stored().is_empty());
     app.assert_no_temp_files();
 
     let real = app.post(URI, bundle.clone()).await.json();
-    let again = app
-        .post(&format!("{URI}?dry_run=true"), bundle)
-        .await
-        .json();
-    assert_eq!(
-        (again["exists"].as_bool(), again["key"].clone()),
-        (Some(true), real["key"].clone())
-    );
+    let again = app.post(&format!("{URI}?dry_run=true"), bundle).await.json();
+    assert_eq!((again["exists"].as_bool(), again["key"].clone()), (Some(true), real["key"].clone()));
 }
 
 #[tokio::test]
 async fn a_key_holding_other_bytes_is_a_conflict_never_a_success() {
     let app = TestApp::new().await;
     let bundle = basic().tar();
-    let key = format!(
-        "lambda-orders-api-{}.zip",
-        pack_archive(&bundle).packed.sha256
-    );
+    let key = format!("lambda-orders-api-{}.zip", pack_archive(&bundle).packed.sha256);
     std::fs::create_dir_all(app.store_root()).expect("store dir");
     std::fs::write(app.store_root().join(&key), b"not the package").expect("plant");
     let response = app.post(URI, bundle).await;
     let message = response.assert_error(409, "key_conflict");
     assert!(message.contains(&key), "{message}");
-    assert_eq!(
-        app.stored()[&key],
-        b"not the package",
-        "the existing object is untouched"
-    );
+    assert_eq!(app.stored()[&key], b"not the package", "the existing object is untouched");
     app.assert_no_temp_files();
 }
 
@@ -184,84 +120,42 @@ async fn prefixes_come_from_the_operator_and_from_requests_only_when_allowed() {
     let app = TestApp::with(|c| c.store.prefix = "lambda/".parse().expect("prefix")).await;
     let bundle = basic().tar();
     let v = app.post(URI, bundle.clone()).await.json();
-    assert!(
-        v["key"]
-            .as_str()
-            .expect("key")
-            .starts_with("lambda/lambda-orders-api-"),
-        "{v}"
-    );
-    app.post(&format!("{URI}?prefix=team/"), bundle.clone())
-        .await
-        .assert_error(403, "prefix_not_allowed");
+    assert!(v["key"].as_str().expect("key").starts_with("lambda/lambda-orders-api-"), "{v}");
+    app.post(&format!("{URI}?prefix=team/"), bundle.clone()).await.assert_error(403, "prefix_not_allowed");
 
     let open = TestApp::with(|c| c.store.allow_request_prefix = true).await;
-    let v = open
-        .post(&format!("{URI}?prefix=team/ci/"), bundle.clone())
-        .await
-        .json();
-    assert!(
-        v["key"]
-            .as_str()
-            .expect("key")
-            .starts_with("team/ci/lambda-orders-api-"),
-        "{v}"
-    );
+    let v = open.post(&format!("{URI}?prefix=team/ci/"), bundle.clone()).await.json();
+    assert!(v["key"].as_str().expect("key").starts_with("team/ci/lambda-orders-api-"), "{v}");
     assert!(open.stored().keys().all(|k| k.starts_with("team/ci/")));
-    open.post(&format!("{URI}?prefix=../x/"), bundle)
-        .await
-        .assert_error(400, "invalid_prefix");
+    open.post(&format!("{URI}?prefix=../x/"), bundle).await.assert_error(400, "invalid_prefix");
 }
 
 #[tokio::test]
 async fn malformed_requests_get_json_errors_and_store_nothing() {
     let app = TestApp::new().await;
     let tar = basic().tar();
-    app.post("/v1/functions/bad.name/package", tar.clone())
-        .await
-        .assert_error(400, "invalid_function_name");
-    app.post(&format!("{URI}?exlude=*.pyc"), tar.clone())
-        .await
-        .assert_error(400, "invalid_parameter");
-    app.post(&format!("{URI}?dry_run=maybe"), tar.clone())
-        .await
-        .assert_error(400, "invalid_parameter");
-    app.post(&format!("{URI}?strip_components=-1"), tar.clone())
-        .await
-        .assert_error(400, "invalid_parameter");
-    app.post_multipart(URI, &[("path", "lib")], b"")
-        .await
-        .assert_error(415, "unsupported_format");
+    app.post("/v1/functions/bad.name/package", tar.clone()).await.assert_error(400, "invalid_function_name");
+    app.post(&format!("{URI}?exlude=*.pyc"), tar.clone()).await.assert_error(400, "invalid_parameter");
+    app.post(&format!("{URI}?dry_run=maybe"), tar.clone()).await.assert_error(400, "invalid_parameter");
+    app.post(&format!("{URI}?strip_components=-1"), tar.clone()).await.assert_error(400, "invalid_parameter");
+    app.post_multipart(URI, &[("path", "lib")], b"").await.assert_error(415, "unsupported_format");
     let (ct, body) = crate::support::app::multipart(&[("colour", "red")], &tar);
-    let request = Request::post(URI)
-        .header("content-type", ct)
-        .body(Body::from(body))
-        .expect("request");
-    app.call(request)
-        .await
-        .assert_error(400, "invalid_parameter");
+    let request = Request::post(URI).header("content-type", ct).body(Body::from(body)).expect("request");
+    app.call(request).await.assert_error(400, "invalid_parameter");
     let request = Request::post(URI)
         .header("content-type", "multipart/form-data; boundary=x")
-        .body(Body::from(
-            "--x\r\ncontent-disposition: form-data; name=\"path\"\r\n\r\nlib\r\n--x--\r\n",
-        ))
+        .body(Body::from("--x\r\ncontent-disposition: form-data; name=\"path\"\r\n\r\nlib\r\n--x--\r\n"))
         .expect("request");
     app.call(request).await.assert_error(400, "missing_bundle");
     let git = Request::post(URI)
         .header("content-type", "application/json")
-        .body(Body::from(
-            r#"{"git":{"repo":"https://example.com/r.git","ref":"main"}}"#,
-        ))
+        .body(Body::from(r#"{"git":{"repo":"https://example.com/r.git","ref":"main"}}"#))
         .expect("request");
     app.call(git).await.assert_error(422, "git_source_disabled");
-    let json = Request::post(URI)
-        .header("content-type", "application/json")
-        .body(Body::from("{"))
-        .expect("request");
+    let json =
+        Request::post(URI).header("content-type", "application/json").body(Body::from("{")).expect("request");
     app.call(json).await.assert_error(400, "invalid_json");
-    app.get("/v1/nothing/here")
-        .await
-        .assert_error(404, "not_found");
+    app.get("/v1/nothing/here").await.assert_error(404, "not_found");
     app.get(URI).await.assert_error(405, "method_not_allowed");
     assert!(app.stored().is_empty());
     app.assert_no_temp_files();
@@ -293,10 +187,7 @@ async fn every_bad_archive_gets_its_code_raw_and_multipart_and_leaves_nothing_be
         );
         let multi = app.post_multipart(URI, &[], &bytes).await;
         assert_eq!(
-            (
-                multi.status.as_u16(),
-                multi.json()["error"]["code"].as_str()
-            ),
+            (multi.status.as_u16(), multi.json()["error"]["code"].as_str()),
             (status_of(code), Some(code)),
             "multipart {name}"
         );

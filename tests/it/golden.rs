@@ -9,10 +9,7 @@ use crate::support::{Fixture, noise, pack_archive, pack_fixture_dir};
 /// An executable, a binary file (stored: deflate cannot shrink it), an empty file.
 pub fn basic() -> Fixture {
     Fixture::new()
-        .file(
-            "handler.py",
-            "import json\n\n\ndef handler(event, context):\n    return {\"ok\": True}\n",
-        )
+        .file("handler.py", "import json\n\n\ndef handler(event, context):\n    return {\"ok\": True}\n")
         .exec("bin/run", "#!/bin/sh\nexec python3 handler.py \"$@\"\n")
         .file("data/blob.bin", noise(4096, 7))
         .file("empty.txt", "")
@@ -35,9 +32,8 @@ pub fn order() -> Fixture {
 /// Large compressible and incompressible files (the parallel writer path), many tiny files,
 /// CRLF content, and symlinks to a file and to a directory (materialized as copies).
 pub fn mixed() -> Fixture {
-    let json: String = (0..30_000)
-        .map(|i| format!("{{\"id\": {i}, \"name\": \"item-{}\"}},\n", i % 97))
-        .collect();
+    let json: String =
+        (0..30_000).map(|i| format!("{{\"id\": {i}, \"name\": \"item-{}\"}},\n", i % 97)).collect();
     let mut f = Fixture::new()
         .file("lib/big.json", json)
         .file("lib/random.bin", noise(300_000, 99))

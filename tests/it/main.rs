@@ -1,8 +1,5 @@
 //! The integration tests: one binary (one link of the library) for every suite.
-#![expect(
-    unreachable_pub,
-    reason = "support items are `pub` to be shared between test modules"
-)]
+#![expect(unreachable_pub, reason = "support items are `pub` to be shared between test modules")]
 
 mod api_artifacts;
 mod api_hardening;

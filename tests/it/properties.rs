@@ -11,17 +11,7 @@ use crate::support::{pack_archive, unzip};
 type Tree = Vec<(String, Vec<u8>, bool)>;
 
 fn component() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec![
-        "a",
-        "b",
-        "B",
-        "a-b",
-        "a.b",
-        "z9",
-        "ü",
-        "x y",
-        "__init__.py",
-    ])
+    prop::sample::select(vec!["a", "b", "B", "a-b", "a.b", "z9", "ü", "x y", "__init__.py"])
 }
 
 fn tree() -> impl Strategy<Value = Tree> {
@@ -52,14 +42,7 @@ struct Noise {
 }
 
 fn noise() -> impl Strategy<Value = Noise> {
-    (
-        0u64..0o77_777_777_777,
-        0u64..2_097_151,
-        0u64..2_097_151,
-        0u32..0o7777,
-        any::<u16>(),
-        any::<u16>(),
-    )
+    (0u64..0o77_777_777_777, 0u64..2_097_151, 0u64..2_097_151, 0u32..0o7777, any::<u16>(), any::<u16>())
         .prop_map(|(mtime, uid, gid, bits, dos_time, dos_date)| Noise {
             mtime,
             uid,
@@ -74,22 +57,15 @@ fn tree_with_noise() -> impl Strategy<Value = (Tree, Vec<Noise>, Vec<usize>)> {
     tree().prop_flat_map(|t| {
         let n = t.len();
         let order: Vec<usize> = (0..n).collect();
-        (
-            Just(t),
-            prop::collection::vec(noise(), n),
-            Just(order).prop_shuffle(),
-        )
+        (Just(t), prop::collection::vec(noise(), n), Just(order).prop_shuffle())
     })
 }
 
 fn canonical(t: &Tree) -> package::Packed {
-    let tree = SourceTree::from_memory(t.iter().map(|(p, c, x)| {
-        (
-            p.as_str(),
-            if *x { Mode::Executable } else { Mode::Regular },
-            c.as_slice(),
-        )
-    }))
+    let tree = SourceTree::from_memory(
+        t.iter()
+            .map(|(p, c, x)| (p.as_str(), if *x { Mode::Executable } else { Mode::Regular }, c.as_slice())),
+    )
     .expect("a valid tree");
     let mut out = tempfile::tempfile().expect("temp file");
     package::pack(&tree, &PackOptions::default(), &mut out).expect("packs")
@@ -121,8 +97,7 @@ fn noisy_zip(t: &Tree, noise: &[Noise], order: &[usize]) -> Vec<u8> {
         .map(|&i| {
             let (path, content, exec) = &t[i];
             let n = &noise[i];
-            let mut m =
-                ZipMember::file(path, content, n.other_bits | if *exec { 0o100 } else { 0 });
+            let mut m = ZipMember::file(path, content, n.other_bits | if *exec { 0o100 } else { 0 });
             m.dos_time = n.dos_time;
             m.dos_date = n.dos_date;
             m.extra = vec![0x75, 0x78, 11, 0, 1, 4, 0xe8, 3, 0, 0, 4, 0xe8, 3, 0, 0];

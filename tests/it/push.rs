@@ -10,17 +10,11 @@ fn bin() -> Command {
 }
 
 async fn run(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("run"))
-        .await
-        .expect("join")
+    tokio::task::spawn_blocking(move || cmd.output().expect("run")).await.expect("join")
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
@@ -34,51 +28,23 @@ async fn push_stores_what_pack_computes() {
     std::fs::create_dir_all(src.path().join(".git")).expect("git dir");
     std::fs::write(src.path().join(".git/HEAD"), "ref: main").expect("git file");
 
-    let out_zip = src
-        .path()
-        .join("..")
-        .join(format!("{}.zip", std::process::id()));
+    let out_zip = src.path().join("..").join(format!("{}.zip", std::process::id()));
     let mut pack = bin();
-    pack.args(["pack", "--function", "fn", "--exclude", "pkg/", "--out"])
-        .arg(&out_zip)
-        .arg(src.path());
+    pack.args(["pack", "--function", "fn", "--exclude", "pkg/", "--out"]).arg(&out_zip).arg(src.path());
     let packed = json(&run(pack).await);
 
     let mut push = bin();
-    push.args([
-        "push",
-        "--server",
-        &url,
-        "--function",
-        "fn",
-        "--exclude",
-        "pkg/",
-    ])
-    .arg(src.path());
+    push.args(["push", "--server", &url, "--function", "fn", "--exclude", "pkg/"]).arg(src.path());
     let first = json(&run(push).await);
     assert_eq!(first["key"], packed["key"]);
     assert_eq!(first["uploaded"], true);
     let stored = app.stored();
     let key = packed["key"].as_str().expect("key");
-    assert_eq!(
-        stored[key],
-        std::fs::read(&out_zip).expect("pack output"),
-        "server bytes == pack bytes"
-    );
+    assert_eq!(stored[key], std::fs::read(&out_zip).expect("pack output"), "server bytes == pack bytes");
     std::fs::remove_file(&out_zip).expect("cleanup");
 
     let mut again = bin();
-    again
-        .args([
-            "push",
-            "--server",
-            &url,
-            "--function",
-            "fn",
-            "--exclude",
-            "pkg/",
-        ])
-        .arg(src.path());
+    again.args(["push", "--server", &url, "--function", "fn", "--exclude", "pkg/"]).arg(src.path());
     assert_eq!(json(&run(again).await)["uploaded"], false);
     server.stop().await.expect("stops");
 }
@@ -92,17 +58,7 @@ async fn push_reports_the_servers_error_code_and_exits_non_zero() {
     mixed().write_dir(src.path());
 
     let mut wrong = bin();
-    wrong
-        .args([
-            "push",
-            "--server",
-            &url,
-            "--function",
-            "fn",
-            "--token",
-            "wrong",
-        ])
-        .arg(src.path());
+    wrong.args(["push", "--server", &url, "--function", "fn", "--token", "wrong"]).arg(src.path());
     let out = run(wrong).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error[unauthorized]: "));
@@ -116,16 +72,14 @@ async fn push_reports_the_servers_error_code_and_exits_non_zero() {
     server.stop().await.expect("stops");
 
     let mut down = bin();
-    down.args(["push", "--server", &url, "--function", "fn"])
-        .arg(src.path());
+    down.args(["push", "--server", &url, "--function", "fn"]).arg(src.path());
     let out = run(down).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error[server_unreachable]: "));
 
     std::os::unix::fs::symlink("/etc/passwd", src.path().join("evil.py")).expect("symlink");
     let mut evil = bin();
-    evil.args(["push", "--server", &url, "--function", "fn"])
-        .arg(src.path());
+    evil.args(["push", "--server", &url, "--function", "fn"]).arg(src.path());
     let out = run(evil).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -35,15 +35,8 @@ impl TestResponse {
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) -> String {
         let json = self.json();
-        assert_eq!(
-            (self.status.as_u16(), json["error"]["code"].as_str()),
-            (status, Some(code)),
-            "{json}"
-        );
-        json["error"]["message"]
-            .as_str()
-            .expect("a message")
-            .to_owned()
+        assert_eq!((self.status.as_u16(), json["error"]["code"].as_str()), (status, Some(code)), "{json}");
+        json["error"]["message"].as_str().expect("a message").to_owned()
     }
 }
 
@@ -68,11 +61,7 @@ impl TestApp {
         config.pack.workers = 4.try_into().expect("nonzero");
         edit(&mut config);
         let state = server::build_state(&config).await.expect("the app starts");
-        Self {
-            state,
-            config,
-            _dirs: dirs,
-        }
+        Self { state, config, _dirs: dirs }
     }
 
     pub fn router(&self) -> Router {
@@ -83,36 +72,23 @@ impl TestApp {
         let response = self.router().oneshot(request).await.expect("infallible");
         let (parts, body) = response.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.expect("body");
-        TestResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        TestResponse { status: parts.status, headers: parts.headers, body }
     }
 
     pub async fn get(&self, uri: &str) -> TestResponse {
-        self.call(Request::get(uri).body(Body::empty()).expect("request"))
-            .await
+        self.call(Request::get(uri).body(Body::empty()).expect("request")).await
     }
 
     /// POSTs a raw body.
     pub async fn post(&self, uri: &str, body: impl Into<Body>) -> TestResponse {
-        self.call(Request::post(uri).body(body.into()).expect("request"))
-            .await
+        self.call(Request::post(uri).body(body.into()).expect("request")).await
     }
 
     /// POSTs `bundle` as a multipart upload with text `fields`.
-    pub async fn post_multipart(
-        &self,
-        uri: &str,
-        fields: &[(&str, &str)],
-        bundle: &[u8],
-    ) -> TestResponse {
+    pub async fn post_multipart(&self, uri: &str, fields: &[(&str, &str)], bundle: &[u8]) -> TestResponse {
         let (content_type, body) = multipart(fields, bundle);
-        let request = Request::post(uri)
-            .header("content-type", content_type)
-            .body(Body::from(body))
-            .expect("request");
+        let request =
+            Request::post(uri).header("content-type", content_type).body(Body::from(body)).expect("request");
         self.call(request).await
     }
 
@@ -131,11 +107,7 @@ impl TestApp {
                 if path.is_dir() {
                     walk(root, &path, out);
                 } else {
-                    let key = path
-                        .strip_prefix(root)
-                        .expect("under root")
-                        .to_string_lossy()
-                        .into_owned();
+                    let key = path.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
                     out.insert(key, std::fs::read(&path).expect("read object"));
                 }
             }
@@ -148,18 +120,11 @@ impl TestApp {
     /// No temp file in the staging directory or the temp directory.
     #[track_caller]
     pub fn assert_no_temp_files(&self) {
-        for dir in [
-            self.store_root().join(".staging"),
-            self.config.pack.temp_dir.clone().expect("set"),
-        ] {
+        for dir in [self.store_root().join(".staging"), self.config.pack.temp_dir.clone().expect("set")] {
             let left: Vec<_> = std::fs::read_dir(&dir)
                 .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
                 .unwrap_or_default();
-            assert!(
-                left.is_empty(),
-                "temp files left in {}: {left:?}",
-                dir.display()
-            );
+            assert!(left.is_empty(), "temp files left in {}: {left:?}", dir.display());
         }
     }
 
@@ -167,20 +132,11 @@ impl TestApp {
     pub async fn spawn(&self) -> Running {
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (addr, admin_addr) = (
-            api.local_addr().expect("addr"),
-            admin.local_addr().expect("addr"),
-        );
+        let (addr, admin_addr) = (api.local_addr().expect("addr"), admin.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         let (config, state, token) = (self.config.clone(), self.state.clone(), shutdown.clone());
-        let handle =
-            tokio::spawn(async move { server::serve(&config, state, api, admin, token).await });
-        Running {
-            addr,
-            admin_addr,
-            shutdown,
-            handle,
-        }
+        let handle = tokio::spawn(async move { server::serve(&config, state, api, admin, token).await });
+        Running { addr, admin_addr, shutdown, handle }
     }
 }
 
@@ -214,10 +170,8 @@ pub fn multipart(fields: &[(&str, &str)], bundle: &[u8]) -> (String, Vec<u8>) {
     let mut body = Vec::new();
     for (name, value) in fields {
         body.extend_from_slice(
-            format!(
-                "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
+            format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
         );
     }
     body.extend_from_slice(
@@ -259,17 +213,11 @@ pub async fn read_response(stream: &mut TcpStream) -> (u16, BTreeMap<String, Str
 }
 
 pub fn parse_response(raw: &[u8]) -> (u16, BTreeMap<String, String>, Vec<u8>) {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+    let status =
+        lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))

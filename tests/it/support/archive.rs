@@ -45,32 +45,19 @@ impl Member {
     }
 
     pub fn exec(name: impl AsRef<[u8]>, data: impl AsRef<[u8]>) -> Self {
-        Self {
-            mode: 0o755,
-            ..Self::file(name, data)
-        }
+        Self { mode: 0o755, ..Self::file(name, data) }
     }
 
     pub fn dir(name: impl AsRef<[u8]>) -> Self {
-        Self {
-            mode: 0o755,
-            ..Self::new(name.as_ref(), b'5', b"")
-        }
+        Self { mode: 0o755, ..Self::new(name.as_ref(), b'5', b"") }
     }
 
     pub fn symlink(name: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> Self {
-        Self {
-            link: target.as_ref().to_vec(),
-            mode: 0o777,
-            ..Self::new(name.as_ref(), b'2', b"")
-        }
+        Self { link: target.as_ref().to_vec(), mode: 0o777, ..Self::new(name.as_ref(), b'2', b"") }
     }
 
     pub fn hardlink(name: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> Self {
-        Self {
-            link: target.as_ref().to_vec(),
-            ..Self::new(name.as_ref(), b'1', b"")
-        }
+        Self { link: target.as_ref().to_vec(), ..Self::new(name.as_ref(), b'1', b"") }
     }
 
     pub fn typed(name: impl AsRef<[u8]>, typeflag: u8) -> Self {
@@ -116,10 +103,7 @@ pub fn header(m: &Member) -> [u8; 512] {
     octal(&mut h[100..108], u64::from(m.mode));
     octal(&mut h[108..116], m.uid);
     octal(&mut h[116..124], m.gid);
-    octal(
-        &mut h[124..136],
-        m.header_size.unwrap_or(m.data.len() as u64),
-    );
+    octal(&mut h[124..136], m.header_size.unwrap_or(m.data.len() as u64));
     octal(&mut h[136..148], m.mtime);
     h[156] = m.typeflag;
     let l = m.link.len().min(100);
@@ -206,11 +190,7 @@ impl ZipMember {
     }
 
     pub fn dos(name: impl AsRef<[u8]>, data: impl AsRef<[u8]>) -> Self {
-        Self {
-            system: 0,
-            external_attributes: 0x20,
-            ..Self::file(name, data, 0)
-        }
+        Self { system: 0, external_attributes: 0x20, ..Self::file(name, data, 0) }
     }
 }
 

@@ -47,24 +47,12 @@ impl Fixture {
     }
 
     pub fn file(mut self, path: &str, data: impl AsRef<[u8]>) -> Self {
-        self.nodes.push((
-            path.into(),
-            Node::File {
-                data: data.as_ref().to_vec(),
-                exec: false,
-            },
-        ));
+        self.nodes.push((path.into(), Node::File { data: data.as_ref().to_vec(), exec: false }));
         self
     }
 
     pub fn exec(mut self, path: &str, data: impl AsRef<[u8]>) -> Self {
-        self.nodes.push((
-            path.into(),
-            Node::File {
-                data: data.as_ref().to_vec(),
-                exec: true,
-            },
-        ));
+        self.nodes.push((path.into(), Node::File { data: data.as_ref().to_vec(), exec: true }));
         self
     }
 
@@ -78,11 +66,7 @@ impl Fixture {
         let mut dirs: Vec<String> = self
             .nodes
             .iter()
-            .flat_map(|(p, _)| {
-                p.match_indices('/')
-                    .map(|(i, _)| p[..i].to_owned())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|(p, _)| p.match_indices('/').map(|(i, _)| p[..i].to_owned()).collect::<Vec<_>>())
             .collect();
         dirs.sort();
         dirs.dedup();
@@ -102,9 +86,7 @@ impl Fixture {
                     let mode = if *exec { 0o2775 } else { 0o664 };
                     fs::set_permissions(&full, fs::Permissions::from_mode(mode)).expect("chmod");
                 }
-                Node::Symlink(target) => {
-                    std::os::unix::fs::symlink(target, &full).expect("symlink")
-                }
+                Node::Symlink(target) => std::os::unix::fs::symlink(target, &full).expect("symlink"),
             }
         }
     }
@@ -114,21 +96,12 @@ impl Fixture {
     pub fn tar(&self) -> Vec<u8> {
         let mut members = vec![Member::dir("./")];
         for (i, d) in self.dirs().iter().enumerate() {
-            members.push(Member {
-                mtime: 42 + i as u64,
-                ..Member::dir(format!("./{d}/"))
-            });
+            members.push(Member { mtime: 42 + i as u64, ..Member::dir(format!("./{d}/")) });
         }
         for (i, (path, node)) in self.nodes.iter().enumerate().rev() {
             let m = match node {
-                Node::File { data, exec: true } => Member {
-                    mode: 0o4751,
-                    ..Member::exec(path, data)
-                },
-                Node::File { data, exec: false } => Member {
-                    mode: 0o600,
-                    ..Member::file(path, data)
-                },
+                Node::File { data, exec: true } => Member { mode: 0o4751, ..Member::exec(path, data) },
+                Node::File { data, exec: false } => Member { mode: 0o600, ..Member::file(path, data) },
                 Node::Symlink(t) => Member::symlink(path, t),
             };
             members.push(Member {
@@ -187,23 +160,13 @@ fn build(
     threads: usize,
 ) -> Result<Built, publish::Error> {
     let mut out = tempfile::tempfile().expect("temp file");
-    let options = PackOptions {
-        threads: threads.try_into().expect("nonzero"),
-        ..PackOptions::default()
-    };
+    let options = PackOptions { threads: threads.try_into().expect("nonzero"), ..PackOptions::default() };
     let built = publish::build(input, selection, limits, &options, None, &mut out)?;
     let mut bytes = Vec::new();
     std::io::Seek::rewind(&mut out).expect("rewind");
     out.read_to_end(&mut bytes).expect("read zip");
-    assert_eq!(
-        bytes.len() as u64,
-        built.packed.size,
-        "reported size is the file size"
-    );
-    Ok(Built {
-        packed: built.packed,
-        bytes,
-    })
+    assert_eq!(bytes.len() as u64, built.packed.size, "reported size is the file size");
+    Ok(Built { packed: built.packed, bytes })
 }
 
 /// Packs archive bytes (any format) with a selection and limits.
@@ -228,26 +191,14 @@ pub fn pack_archive(bytes: &[u8]) -> Built {
 #[track_caller]
 pub fn archive_error(bytes: &[u8], selection: &Selection, limits: &Limits) -> String {
     match try_pack_archive(bytes, selection, limits) {
-        Ok(b) => panic!(
-            "expected an error, got a package with {} files",
-            b.packed.files
-        ),
+        Ok(b) => panic!("expected an error, got a package with {} files", b.packed.files),
         Err(e) => e.code().to_owned(),
     }
 }
 
 /// Packs a directory.
-pub fn try_pack_dir(
-    dir: &Path,
-    selection: &Selection,
-    threads: usize,
-) -> Result<Built, publish::Error> {
-    build(
-        Input::Directory(dir.to_owned()),
-        selection,
-        &Limits::default(),
-        threads,
-    )
+pub fn try_pack_dir(dir: &Path, selection: &Selection, threads: usize) -> Result<Built, publish::Error> {
+    build(Input::Directory(dir.to_owned()), selection, &Limits::default(), threads)
 }
 
 #[track_caller]
@@ -298,16 +249,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         "flag_bits": i.flag_bits, "compress_type": i.compress_type, "file_size": i.file_size,
     } for i in z.infolist()]))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(file.path())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python zipfile failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("python3").arg("-c").arg(script).arg(file.path()).output().expect("python3 runs");
+    assert!(out.status.success(), "python zipfile failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("json from python")
 }
