@@ -193,7 +193,8 @@ impl PackArgs {
                 built
             }
             None => {
-                let mut tmp = tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
+                let mut tmp =
+                    tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
                 publish::build(input, &selection, &limits, &options, None, &mut tmp)?
             }
         };
@@ -218,7 +219,9 @@ fn spool_stdin(limits: &Limits) -> Result<File, CommandError> {
     let copied = io::copy(&mut io::stdin().lock().take(limits.max_archive_bytes + 1), &mut tmp)
         .map_err(|e| CommandError::io("reading stdin", &e))?;
     if copied > limits.max_archive_bytes {
-        return Err(publish::Error::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into());
+        return Err(
+            publish::Error::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into()
+        );
     }
     Ok(tmp)
 }

@@ -62,9 +62,7 @@ pub fn build(
     out: &mut File,
 ) -> Result<Built, Error> {
     let (format, tree) = match input {
-        Input::Directory(dir) => {
-            (SourceFormat::Directory, source::from_directory(&dir, selection, limits)?)
-        }
+        Input::Directory(dir) => (SourceFormat::Directory, source::from_directory(&dir, selection, limits)?),
         Input::Archive(file) => source::from_archive(file, selection, limits, spool_dir)?,
     };
     let packed = package::pack(&tree, options, out)?;

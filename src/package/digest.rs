@@ -106,10 +106,7 @@ mod tests {
     #[test]
     fn empty_input_has_the_well_known_digest_in_both_spellings() {
         let d = Sha256Hex::of_bytes(b"");
-        assert_eq!(
-            d.to_string(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(d.to_string(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(d.to_base64(), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
         assert_eq!(Sha256Hex::of_reader(&b""[..]).expect("read"), d);
     }

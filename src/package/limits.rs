@@ -56,8 +56,6 @@ impl Limits {
     /// [`Limits::max_unpacked_bytes`] in a decompressed stream: three blocks and one extension
     /// header per entry.
     pub fn header_allowance(&self) -> u64 {
-        self.max_entries
-            .saturating_mul(3 * 512)
-            .saturating_add(self.max_header_bytes)
+        self.max_entries.saturating_mul(3 * 512).saturating_add(self.max_header_bytes)
     }
 }

@@ -151,7 +151,8 @@ pub fn parse(bytes: &[u8], expected_entries: u64) -> Result<Vec<ManifestEntry>, 
         let extra_len = u16_at(h, 30);
         let comment_len = u16_at(h, 32);
         let end = at + 46 + name_len + usize::from(extra_len) + usize::from(comment_len);
-        let name = bytes.get(at + 46..at + 46 + name_len).ok_or(ManifestError::Malformed("truncated name"))?;
+        let name =
+            bytes.get(at + 46..at + 46 + name_len).ok_or(ManifestError::Malformed("truncated name"))?;
         let extra = bytes
             .get(at + 46 + name_len..at + 46 + name_len + usize::from(extra_len))
             .ok_or(ManifestError::Malformed("truncated extra field"))?;

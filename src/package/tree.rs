@@ -370,9 +370,10 @@ impl SourceTree {
         match &entry.content {
             Content::File(path) => File::open(path).map(ContentReader::File),
             Content::Spooled { offset } => {
-                let spool = self.spool.as_ref().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, "tree has no spool")
-                })?;
+                let spool = self
+                    .spool
+                    .as_ref()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tree has no spool"))?;
                 Ok(ContentReader::Spooled {
                     spool: Arc::clone(&spool.0),
                     pos: *offset,
@@ -458,9 +459,10 @@ mod tests {
     fn trees_refuse_duplicates_conflicts_and_emptiness() {
         let dup = SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a", Mode::Regular, b"")]);
         assert!(matches!(dup, Err(FromMemoryError::Tree(TreeError::Duplicate(_)))));
-        let conflict =
-            SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a/b", Mode::Regular, b"")]);
-        assert!(matches!(conflict, Err(FromMemoryError::Tree(TreeError::FileDirConflict(p))) if p.as_str() == "a"));
+        let conflict = SourceTree::from_memory([("a", Mode::Regular, &b""[..]), ("a/b", Mode::Regular, b"")]);
+        assert!(
+            matches!(conflict, Err(FromMemoryError::Tree(TreeError::FileDirConflict(p))) if p.as_str() == "a")
+        );
         let empty = SourceTree::from_memory(std::iter::empty());
         assert!(matches!(empty, Err(FromMemoryError::Tree(TreeError::Empty))));
     }

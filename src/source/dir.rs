@@ -88,10 +88,8 @@ impl Namespace for DirNamespace {
                 path: format!("{}/{}", dir.join("/"), name.to_string_lossy()),
                 reason: crate::package::PathError::NotUtf8,
             })?;
-            validate_component(&name).map_err(|reason| Error::InvalidPath {
-                path: format!("{}/{name}", dir.join("/")),
-                reason,
-            })?;
+            validate_component(&name)
+                .map_err(|reason| Error::InvalidPath { path: format!("{}/{name}", dir.join("/")), reason })?;
             let meta = entry.metadata().map_err(Error::Io)?;
             let node = self.node(entry.path(), &meta)?;
             out.push((name, node));

@@ -74,10 +74,8 @@ impl MemNamespace {
     /// rejected rather than repaired, because repairing would let two members alias one path.
     fn components(&self, raw: &[u8], is_dir: bool) -> Result<Vec<String>, Error> {
         let lossy = || String::from_utf8_lossy(raw).into_owned();
-        let mut s = std::str::from_utf8(raw).map_err(|_| Error::InvalidPath {
-            path: lossy(),
-            reason: crate::package::PathError::NotUtf8,
-        })?;
+        let mut s = std::str::from_utf8(raw)
+            .map_err(|_| Error::InvalidPath { path: lossy(), reason: crate::package::PathError::NotUtf8 })?;
         while let Some(rest) = s.strip_prefix("./") {
             s = rest;
         }

@@ -257,7 +257,9 @@ pub fn detect(head: &[u8]) -> Result<SourceFormat, Error> {
         [0x1f, 0x8b, ..] => Ok(SourceFormat::TarGz),
         [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => Ok(SourceFormat::Zip),
         [b'B', b'Z', b'h', ..] => Err(Error::UnsupportedFormat("bzip2 input; send tar, tar.gz or zip")),
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Err(Error::UnsupportedFormat("xz input; send tar, tar.gz or zip")),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
+            Err(Error::UnsupportedFormat("xz input; send tar, tar.gz or zip"))
+        }
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Err(Error::UnsupportedFormat("zstd input; send tar, tar.gz or zip")),
         _ if is_tar_header(head) => Ok(SourceFormat::Tar),
         _ => Err(Error::UnsupportedFormat("not a tar, tar.gz or zip archive")),
@@ -273,11 +275,7 @@ fn is_tar_header(head: &[u8]) -> bool {
         return true;
     }
     let field = &head[148..156];
-    let digits: String = field
-        .iter()
-        .map(|b| *b as char)
-        .filter(|c| c.is_digit(8))
-        .collect();
+    let digits: String = field.iter().map(|b| *b as char).filter(|c| c.is_digit(8)).collect();
     let Ok(stored) = u32::from_str_radix(&digits, 8) else { return false };
     let sum: u32 = head[..512]
         .iter()
@@ -308,7 +306,9 @@ pub fn from_archive(
     file.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
     let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
     match format {
-        SourceFormat::Tar => tar::read(io::BufReader::with_capacity(128 * 1024, file), false, &mut ns, limits)?,
+        SourceFormat::Tar => {
+            tar::read(io::BufReader::with_capacity(128 * 1024, file), false, &mut ns, limits)?
+        }
         SourceFormat::TarGz => tar::read(file, true, &mut ns, limits)?,
         SourceFormat::Zip => zip::read(file, &mut ns, limits)?,
         SourceFormat::Directory => return Err(Error::UnsupportedFormat("not an archive")),

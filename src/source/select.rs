@@ -68,17 +68,14 @@ impl Selector {
             Some(p) => p
                 .split('/')
                 .map(|c| {
-                    validate_component(c).map(|()| c.to_owned()).map_err(|reason| {
-                        Error::InvalidSelection(format!("path {p:?}: {reason}"))
-                    })
+                    validate_component(c)
+                        .map(|()| c.to_owned())
+                        .map_err(|reason| Error::InvalidSelection(format!("path {p:?}: {reason}")))
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let include = if selection.include.is_empty() {
-            None
-        } else {
-            Some(compile("include", &selection.include)?)
-        };
+        let include =
+            if selection.include.is_empty() { None } else { Some(compile("include", &selection.include)?) };
         let mut excludes: Vec<String> = Vec::new();
         if selection.default_excludes {
             excludes.extend(DEFAULT_EXCLUDES.iter().map(|s| (*s).to_owned()));
@@ -94,26 +91,21 @@ impl Selector {
 
     /// Whether a file at `path` (relative to the package root) goes into the package.
     pub(crate) fn keeps_file(&self, path: &str) -> bool {
-        let included = self
-            .include
-            .as_ref()
-            .is_none_or(|inc| inc.matched_path_or_any_parents(path, false).is_ignore());
+        let included =
+            self.include.as_ref().is_none_or(|inc| inc.matched_path_or_any_parents(path, false).is_ignore());
         included && !self.exclude.matched_path_or_any_parents(path, false).is_ignore()
     }
 
     /// Whether nothing below the directory at `path` can be kept, so it need not be read.
     /// Only exclusions prune, and only when no `!` pattern could bring a file back.
     pub(crate) fn prunes_dir(&self, path: &str) -> bool {
-        self.exclude.num_whitelists() == 0
-            && self.exclude.matched_path_or_any_parents(path, true).is_ignore()
+        self.exclude.num_whitelists() == 0 && self.exclude.matched_path_or_any_parents(path, true).is_ignore()
     }
 }
 
 fn compile(kind: &str, patterns: &[String]) -> Result<Gitignore, Error> {
     if patterns.len() > MAX_PATTERNS {
-        return Err(Error::InvalidSelection(format!(
-            "more than {MAX_PATTERNS} {kind} patterns"
-        )));
+        return Err(Error::InvalidSelection(format!("more than {MAX_PATTERNS} {kind} patterns")));
     }
     let mut builder = GitignoreBuilder::new("");
     for p in patterns {
@@ -123,15 +115,11 @@ fn compile(kind: &str, patterns: &[String]) -> Result<Gitignore, Error> {
                 reason: format!("patterns are single lines of at most {MAX_PATTERN_BYTES} bytes"),
             });
         }
-        builder.add_line(None, p).map_err(|e| Error::InvalidPattern {
-            pattern: p.clone(),
-            reason: e.to_string(),
-        })?;
+        builder
+            .add_line(None, p)
+            .map_err(|e| Error::InvalidPattern { pattern: p.clone(), reason: e.to_string() })?;
     }
-    builder.build().map_err(|e| Error::InvalidPattern {
-        pattern: patterns.join(" "),
-        reason: e.to_string(),
-    })
+    builder.build().map_err(|e| Error::InvalidPattern { pattern: patterns.join(" "), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -181,13 +169,21 @@ mod tests {
     #[test]
     fn default_excludes_drop_vcs_and_bytecode_caches_unless_turned_off() {
         let on = Selector::new(&Selection::default()).expect("valid");
-        for p in [".git/config", "a/.git/HEAD", "__pycache__/x.pyc", "a/__pycache__/y", ".DS_Store", "a/.svn/x", ".hg/x"] {
+        for p in [
+            ".git/config",
+            "a/.git/HEAD",
+            "__pycache__/x.pyc",
+            "a/__pycache__/y",
+            ".DS_Store",
+            "a/.svn/x",
+            ".hg/x",
+        ] {
             assert!(!on.keeps_file(p), "{p}");
         }
         assert!(on.keeps_file(".gitignore"));
         assert!(on.prunes_dir(".git"));
-        let off = Selector::new(&Selection { default_excludes: false, ..Selection::default() })
-            .expect("valid");
+        let off =
+            Selector::new(&Selection { default_excludes: false, ..Selection::default() }).expect("valid");
         assert!(off.keeps_file(".git/config"));
         assert!(!off.prunes_dir(".git"));
     }

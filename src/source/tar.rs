@@ -157,9 +157,7 @@ fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) 
                 let mut global = Pending::default();
                 apply_pax(&data, &mut global)?;
                 if global.path.is_some() || global.link.is_some() || global.size.is_some() {
-                    return Err(Error::UnsupportedFormat(
-                        "a PAX global header sets path, linkpath or size",
-                    ));
+                    return Err(Error::UnsupportedFormat("a PAX global header sets path, linkpath or size"));
                 }
                 continue;
             }

@@ -217,8 +217,8 @@ impl<N: Namespace> Walk<'_, N> {
         if path.len() as u64 > self.limits.max_path_bytes {
             return Err(Error::PathTooLong { path: path.clone(), max: self.limits.max_path_bytes });
         }
-        let entry_path = EntryPath::new(path)
-            .map_err(|reason| Error::InvalidPath { path: path.clone(), reason })?;
+        let entry_path =
+            EntryPath::new(path).map_err(|reason| Error::InvalidPath { path: path.clone(), reason })?;
         if entry_path.depth() as u64 > self.limits.max_path_depth {
             return Err(Error::PathTooDeep { path: path.clone(), max: self.limits.max_path_depth });
         }

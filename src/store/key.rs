@@ -20,7 +20,9 @@ pub enum KeyError {
     #[error("function names are 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")]
     FunctionName,
     /// Not a valid key prefix.
-    #[error("a key prefix is empty or ends with '/', has no empty, '.' or '..' component, no leading '/' and no control character, and is at most {MAX_PREFIX_BYTES} bytes")]
+    #[error(
+        "a key prefix is empty or ends with '/', has no empty, '.' or '..' component, no leading '/' and no control character, and is at most {MAX_PREFIX_BYTES} bytes"
+    )]
     Prefix,
     /// Not a package key.
     #[error("not a package key of the form [prefix/]lambda-<function>-<sha256>.zip")]
@@ -208,7 +210,12 @@ mod tests {
         assert_eq!(text, format!("ci/builds/lambda-orders-api-{SHA}.zip"));
         assert_eq!(text.parse::<ObjectKey>().expect("parses"), key);
         assert_eq!(format!("lambda-f-{SHA}.zip").parse::<ObjectKey>().expect("parses").prefix().as_str(), "");
-        for bad in [format!("lambda-f-{SHA}.tar"), format!("f-{SHA}.zip"), "lambda-f-abc.zip".into(), format!("../lambda-f-{SHA}.zip")] {
+        for bad in [
+            format!("lambda-f-{SHA}.tar"),
+            format!("f-{SHA}.zip"),
+            "lambda-f-abc.zip".into(),
+            format!("../lambda-f-{SHA}.zip"),
+        ] {
             assert!(bad.parse::<ObjectKey>().is_err(), "{bad}");
         }
     }
