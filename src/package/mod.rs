@@ -308,7 +308,7 @@ mod parallel {
         zip: &mut ZipWriter<W>,
     ) -> Result<(), Error> {
         let mut ready = BTreeMap::new();
-        for expected in 0..entries.len() {
+        for (expected, entry) in entries.iter().enumerate() {
             let prepared = loop {
                 if let Some(p) = ready.remove(&expected) {
                     break p;
@@ -318,7 +318,7 @@ mod parallel {
                 ready.insert(i, result?);
             };
             zip.add_prepared_file(prepared)?;
-            gate.release(entries[expected].size);
+            gate.release(entry.size);
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
