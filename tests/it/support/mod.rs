@@ -1,0 +1,4 @@
+//! Test harnesses: git repositories and git servers the tests start and stop themselves.
+
+pub(crate) mod git_http;
+pub(crate) mod git_repo;
