@@ -210,16 +210,17 @@ impl GitSource {
     fn ensure_mirror(&self, key: &str, remote: &RemoteUrl, deadline: Instant) -> Result<PathBuf, Error> {
         let dir = &self.config.mirror_dir;
         let mirror = dir.join(format!("{key}.git"));
-        if mirror.is_dir() {
-            return Ok(mirror);
-        }
-        // A crash during an earlier creation leaves its temp directory: nobody else uses it.
+        // A crash during an earlier creation leaves its temp directory; only holders of this
+        // lock create one, so it is garbage.
         let init_prefix = format!("{key}.git.init-");
         for entry in fs::read_dir(dir).map_err(Error::Io)? {
             let entry = entry.map_err(Error::Io)?;
             if entry.file_name().to_string_lossy().starts_with(&init_prefix) {
                 fs::remove_dir_all(entry.path()).map_err(Error::Io)?;
             }
+        }
+        if mirror.is_dir() {
+            return Ok(mirror);
         }
         let tmp = tempfile::Builder::new().prefix(&init_prefix).tempdir_in(dir).map_err(Error::Io)?;
         let mut cmd = self.git(tmp.path(), remote.scheme());
