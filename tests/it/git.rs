@@ -492,22 +492,26 @@ fn leftovers_of_a_killed_fetch_are_cleaned_up_by_the_next_request() {
 fn pack_git_on_the_command_line_prints_the_source_and_the_same_sha256() {
     let (_root, repo) = TestRepo::temp();
     let commit = fixture_repo(&repo);
-    let cache = TempDir::new().expect("temp dir");
+    let cwd = TempDir::new().expect("temp dir");
+    // A relative cache directory, as a user would type it.
     let out = Command::new(env!("CARGO_BIN_EXE_lambda-packager"))
         .args(["pack", "--git", &repo.url(), "--ref", "main", "--path", SUB, "--function", "orders"])
-        .env("LP_GIT_CACHE", cache.path())
+        .args(["--git-cache", "cache"])
+        .current_dir(cwd.path())
         .output()
         .expect("run the CLI");
+    let cache = cwd.path().join("cache");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(json["sha256"], GOLDEN);
     assert_eq!(json["key"], format!("lambda-orders-{GOLDEN}.zip"));
     assert_eq!(json["source"], serde_json::json!({ "repo": repo.url(), "ref": "main", "commit": commit }));
-    assert_eq!(mirrors(cache.path()).len(), 1);
+    assert_eq!(mirrors(&cache).len(), 1);
+    assert_no_garbage(&cache);
 
     let refused = Command::new(env!("CARGO_BIN_EXE_lambda-packager"))
         .args(["pack", "--git", "git@git.example.com:platform/orders.git", "--ref", "main"])
-        .env("LP_GIT_CACHE", cache.path())
+        .env("LP_GIT_CACHE", &cache)
         .output()
         .expect("run the CLI");
     assert_eq!(refused.status.code(), Some(2));

@@ -154,10 +154,12 @@ impl GitSource {
             }
             allowed.push(url);
         }
-        let home = config.mirror_dir.join(".home");
-        fs::create_dir_all(&home)
-            .map_err(|source| GitConfigError::MirrorDir { path: config.mirror_dir.clone(), source })?;
-        Ok(Self { config, allowed, home })
+        let mirror_error = |source| GitConfigError::MirrorDir { path: config.mirror_dir.clone(), source };
+        fs::create_dir_all(config.mirror_dir.join(".home")).map_err(mirror_error)?;
+        // git runs with HOME as its working directory, so every path given to it is absolute.
+        let mirror_dir = config.mirror_dir.canonicalize().map_err(mirror_error)?;
+        let home = mirror_dir.join(".home");
+        Ok(Self { config: GitConfig { mirror_dir, ..config }, allowed, home })
     }
 
     /// Git sources that allow exactly one remote: what the CLI uses, where the user names the
@@ -244,5 +246,58 @@ mod seconds {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_fields_default_and_the_timeout_is_in_seconds() {
+        let config: GitConfig = serde_json::from_str(
+            r#"{"allowed_remotes": ["https://git.example.com/platform/"], "fetch_timeout": 30}"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.allowed_remotes, ["https://git.example.com/platform/"]);
+        assert_eq!(config.fetch_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_fetch_bytes, GitConfig::default().max_fetch_bytes);
+        assert!(!config.allow_insecure_http);
+        assert!(serde_json::from_str::<GitConfig>(r#"{"allowed_remote": []}"#).is_err());
+    }
+
+    #[test]
+    fn requests_and_revisions_use_the_api_field_names() {
+        let request: GitRequest =
+            serde_json::from_str(r#"{"repo": "https://h/r.git", "ref": "main", "path": "fn"}"#)
+                .expect("valid");
+        assert_eq!(request.reference, "main");
+        assert_eq!(request.path.as_deref(), Some("fn"));
+        assert!(serde_json::from_str::<GitRequest>(r#"{"repo": "x", "ref": "y", "depth": 1}"#).is_err());
+        let revision = GitRevision { repo: "r".into(), reference: "main".into(), commit: "c".into() };
+        assert_eq!(
+            serde_json::to_value(&revision).expect("serializes"),
+            serde_json::json!({"repo": "r", "ref": "main", "commit": "c"})
+        );
+    }
+
+    #[test]
+    fn invalid_prefixes_and_http_without_the_flag_are_configuration_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = |prefix: &str, http: bool| GitConfig {
+            allowed_remotes: vec![prefix.to_owned()],
+            mirror_dir: dir.path().to_owned(),
+            allow_insecure_http: http,
+            ..GitConfig::default()
+        };
+        for bad in ["ssh://h/x", "git@h:x", "https://user:pw@h/x", "https://h/a/../b"] {
+            assert!(
+                matches!(GitSource::new(config(bad, false)), Err(GitConfigError::InvalidPrefix { .. })),
+                "{bad}"
+            );
+        }
+        assert!(GitSource::new(config("http://127.0.0.1:8080/", false)).is_err());
+        assert!(GitSource::new(config("http://127.0.0.1:8080/", true)).is_ok());
+        assert!(GitSource::new(config("https://git.example.com", false)).is_ok());
     }
 }
