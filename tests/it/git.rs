@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use lambda_packager::package::{Limits, PackOptions};
 use lambda_packager::publish::{self, GitInput, Input};
-use lambda_packager::source::Selection;
 use lambda_packager::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
+use lambda_packager::source::{self, Selection};
 use rstest::rstest;
 use tempfile::TempDir;
 
-use crate::support::git_http::{GitHttpServer, HangServer};
+use crate::support::git_http::{GitHttpServer, HangServer, RedirectServer};
 use crate::support::git_repo::{TestRepo, git, incompressible, make_symlink, write_file};
 
 /// sha256 of the canonical zip of [`write_fixture`]'s `lambdas/orders`, whatever it arrives in.
@@ -516,4 +516,44 @@ fn pack_git_on_the_command_line_prints_the_source_and_the_same_sha256() {
         .expect("run the CLI");
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).starts_with("error[git_remote_not_allowed]"));
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let repo = TestRepo::init(root.path(), "orders.git");
+    fixture_repo(&repo);
+    let target = GitHttpServer::start(root.path());
+    let redirector = RedirectServer::start(target.base_url());
+    let mirror_dir = tempfile::tempdir().expect("temp dir");
+    // Even with both servers allowed, a redirect is an error rather than a second host.
+    let git_source = source(mirror_dir.path(), &[redirector.base_url(), target.base_url()]);
+    assert_code(pack_git(&git_source, &redirector.url("orders.git"), "main", None), "git_fetch_failed");
+    assert_eq!(target.requests(), 0, "git followed the redirect");
+    pack_git(&git_source, &target.url("orders.git"), "main", Some(SUB)).expect("the target itself works");
+    assert!(target.requests() > 0);
+}
+
+#[test]
+fn the_same_limits_and_selection_errors_apply_to_git_trees() {
+    let (_root, repo) = TestRepo::temp();
+    fixture_repo(&repo);
+    let mirror_dir = tempfile::tempdir().expect("temp dir");
+    let git_source = source(mirror_dir.path(), &[repo.url()]);
+    let request = GitRequest { repo: repo.url(), reference: "main".into(), path: None };
+    let run = |limits: &Limits, selection: &Selection| {
+        source::from_git(&git_source, &request, selection, limits, None).map(|(_, tree)| tree.entries().len())
+    };
+    let sub = selection(Some(SUB));
+    assert_eq!(run(&Limits::default(), &sub).expect("packs"), 9);
+    let code = |r: Result<usize, source::Error>| r.map_err(|e| e.code());
+    assert_eq!(code(run(&Limits { max_entries: 4, ..Limits::default() }, &sub)), Err("too_many_entries"));
+    assert_eq!(
+        code(run(&Limits { max_unpacked_bytes: 100, ..Limits::default() }, &sub)),
+        Err("unpacked_too_large")
+    );
+    assert_eq!(code(run(&Limits::default(), &selection(Some("lambdas/absent")))), Err("path_not_found"));
+    assert_eq!(code(run(&Limits::default(), &selection(Some("README.md")))), Err("path_not_directory"));
+    let nothing = Selection { include: vec!["*.rs".into()], ..sub.clone() };
+    assert_eq!(code(run(&Limits::default(), &nothing)), Err("empty_package"));
 }

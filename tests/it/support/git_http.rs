@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -58,18 +58,27 @@ impl Drop for Listener {
 /// git's smart HTTP protocol over `git http-backend`, one request per connection, one thread.
 pub(crate) struct GitHttpServer {
     listener: Listener,
+    requests: Arc<AtomicUsize>,
 }
 
 impl GitHttpServer {
     /// Serves every repository below `project_root` (`GIT_PROJECT_ROOT`, all exported).
     pub(crate) fn start(project_root: &Path) -> Self {
         let root = project_root.to_owned();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
         let listener = Listener::spawn(move |stream| {
+            counter.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = serve_cgi(stream, &root) {
                 eprintln!("git http test server: {e}");
             }
         });
-        Self { listener }
+        Self { listener, requests }
+    }
+
+    /// Requests served so far.
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`, the allowlist prefix for this server.
@@ -279,5 +288,38 @@ impl HangServer {
                 }
             }
         })
+    }
+}
+
+/// Answers every request with a redirect to the same path under `target` (another server).
+pub(crate) struct RedirectServer {
+    listener: Listener,
+}
+
+impl RedirectServer {
+    pub(crate) fn start(target: String) -> Self {
+        let listener = Listener::spawn(move |stream| {
+            let mut reader = BufReader::new(match stream.try_clone() {
+                Ok(s) => s,
+                Err(_) => return,
+            });
+            let Ok(request) = read_request(&mut reader) else { return };
+            let query = if request.query.is_empty() { String::new() } else { format!("?{}", request.query) };
+            let location = format!("{target}{}{query}", request.path);
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        });
+        Self { listener }
+    }
+
+    pub(crate) fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.listener.addr)
+    }
+
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://{}", self.listener.addr)
     }
 }
