@@ -7,12 +7,15 @@ use std::num::NonZeroUsize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::package::{Limits, PackOptions};
-use crate::publish::{self, Input};
+use crate::publish::{self, GitInput, Input};
+use crate::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection};
 use crate::store::key::{FunctionName, KeyPrefix, ObjectKey};
 
@@ -30,7 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (local store in ./artifacts unless configured otherwise).
     Serve(ServeArgs),
-    /// Build the canonical zip of a directory or archive and print its key and digest as JSON.
+    /// Build the canonical zip of a directory, an archive or a git commit and print its key and
+    /// digest as JSON.
     Pack(PackArgs),
     /// Send a directory to a lambda-packager server and print its answer as JSON.
     Push(PushArgs),
@@ -146,11 +150,75 @@ impl SelectionArgs {
     }
 }
 
+/// Where `pack --git` gets a commit from.
+#[derive(Debug, Clone, Args)]
+pub struct GitArgs {
+    /// Package a commit of this git repository instead of SOURCE: an https:// URL, or the path
+    /// of a local repository (or a file:// URL). ssh remotes are not supported. Only this
+    /// remote is fetched; the files come from the commit's git objects (no checkout, no
+    /// .gitattributes filters, no LFS, no submodules).
+    #[arg(long = "git", value_name = "REPO", requires = "reference")]
+    pub git: Option<String>,
+    /// With --git: the branch, tag, refs/heads/..., refs/tags/... or 40-hex commit to package.
+    #[arg(long = "ref", value_name = "REF", requires = "git")]
+    pub reference: Option<String>,
+    /// With --git: the cache of bare mirrors (one per remote, reused by later runs, safe to
+    /// delete). [default: $XDG_CACHE_HOME/lambda-packager/git, else
+    /// $HOME/.cache/lambda-packager/git, else lambda-packager-git in the temp directory]
+    #[arg(long, value_name = "DIR", env = "LP_GIT_CACHE")]
+    pub git_cache: Option<PathBuf>,
+    /// With --git: give up when listing and fetching take longer than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub git_timeout: u64,
+    /// With --git: refuse a fetch that adds more than this many bytes to the mirror.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub git_max_fetch_bytes: u64,
+}
+
+impl GitArgs {
+    /// The git input these flags describe, if --git was given.
+    fn input(&self) -> Result<Option<(GitInput, String)>, CommandError> {
+        let (Some(repo), Some(reference)) = (&self.git, &self.reference) else { return Ok(None) };
+        // A path the user can see is taken as a local repository, relative to the current
+        // directory; the URL rules want it absolute.
+        let remote = match Path::new(repo).canonicalize() {
+            Ok(path) if !repo.contains("://") => path.to_string_lossy().into_owned(),
+            _ => repo.clone(),
+        };
+        let config = GitConfig {
+            mirror_dir: self.git_cache.clone().unwrap_or_else(default_git_cache),
+            fetch_timeout: Duration::from_secs(self.git_timeout),
+            max_fetch_bytes: self.git_max_fetch_bytes,
+            ..GitConfig::default()
+        };
+        let source = GitSource::for_remote(&remote, config).map_err(publish::Error::from)?;
+        let request = GitRequest { repo: remote, reference: reference.clone(), path: None };
+        Ok(Some((GitInput { source: Arc::new(source), request }, repo.clone())))
+    }
+}
+
+/// `$XDG_CACHE_HOME/lambda-packager/git`, else `$HOME/.cache/lambda-packager/git`, else a
+/// directory in the temp directory.
+fn default_git_cache() -> PathBuf {
+    let absolute = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(cache) = absolute("XDG_CACHE_HOME") {
+        cache.join("lambda-packager").join("git")
+    } else if let Some(home) = absolute("HOME") {
+        home.join(".cache").join("lambda-packager").join("git")
+    } else {
+        std::env::temp_dir().join("lambda-packager-git")
+    }
+}
+
 /// Arguments of `pack`.
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// A directory, an archive file (tar, tar.gz or zip), or `-` for an archive on stdin.
-    pub source: String,
+    #[arg(required_unless_present = "git", conflicts_with = "git")]
+    pub source: Option<String>,
+    /// A git commit as the source.
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Lambda function name; adds the object key to the output.
     #[arg(long, value_name = "NAME")]
     pub function: Option<FunctionName>,
@@ -182,6 +250,9 @@ pub struct PackOutput {
     pub size: u64,
     /// Number of files in the zip.
     pub files: u64,
+    /// With --git: the remote, the ref and the commit it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<GitRevision>,
 }
 
 /// A failed command: a stable code and a message for one stderr line.
@@ -203,7 +274,7 @@ impl CommandError {
 
 impl From<publish::Error> for CommandError {
     fn from(e: publish::Error) -> Self {
-        let user_error = matches!(&e, publish::Error::Source(s) if !matches!(s, source::Error::Io(_)));
+        let user_error = matches!(&e, publish::Error::Source(s) if s.is_input_error());
         let mut message = e.to_string();
         let mut cause = std::error::Error::source(&e);
         while let Some(c) = cause {
@@ -245,10 +316,14 @@ impl PackArgs {
     /// Builds the package.
     pub fn run(self) -> Result<PackOutput, CommandError> {
         let limits = Limits::default();
-        let input = if self.source == "-" {
+        let git = self.git.input()?;
+        let requested_repo = git.as_ref().map(|(_, repo)| repo.clone());
+        let input = if let Some((git, _)) = git {
+            Input::Git(git)
+        } else if self.source.as_deref() == Some("-") {
             Input::Archive(spool_stdin(&limits)?)
         } else {
-            let path = Path::new(&self.source);
+            let path = Path::new(self.source.as_deref().unwrap_or_default());
             let meta = std::fs::metadata(path)
                 .map_err(|e| CommandError::io(&format!("reading {}", path.display()), &e))?;
             if meta.is_dir() {
@@ -291,6 +366,9 @@ impl PackArgs {
             code_sha256: packed.code_sha256(),
             size: packed.size,
             files: packed.files,
+            source: built
+                .git
+                .map(|revision| GitRevision { repo: requested_repo.unwrap_or(revision.repo), ..revision }),
         })
     }
 }

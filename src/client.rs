@@ -57,7 +57,7 @@ impl PushError {
     /// Whether the request (rather than the server or the network) is at fault.
     pub fn user_error(&self) -> bool {
         match self {
-            Self::Source(e) => !matches!(e, source::Error::Io(_)),
+            Self::Source(e) => e.is_input_error(),
             Self::Server { status, .. } => (400..500).contains(status),
             Self::Transport(_) | Self::Io(_) => false,
         }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::blocking::{BlockingPool, PoolError};
 use crate::package::{self, CancelFlag, Limits, PackOptions, Packed};
+use crate::source::git::{GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection, SourceFormat};
 use crate::store::key::{FunctionName, KeyError, KeyPrefix, ObjectKey};
 use crate::store::{self, Backend, ObjectMeta, PutOutcome, Staged, Store};
@@ -23,6 +24,17 @@ pub enum Input {
     Directory(PathBuf),
     /// An archive file (tar, tar.gz or zip, detected from its bytes).
     Archive(File),
+    /// A directory of a commit of an allow-listed git remote.
+    Git(GitInput),
+}
+
+/// A git request and the configured git sources that serve it.
+#[derive(Debug, Clone)]
+pub struct GitInput {
+    /// The allowlist, mirror cache and fetch limits (shared by all requests).
+    pub source: Arc<GitSource>,
+    /// Remote, ref and sub-path.
+    pub request: GitRequest,
 }
 
 /// Why a package could not be built.
@@ -55,6 +67,8 @@ pub struct Built {
     pub packed: Packed,
     /// The detected input format.
     pub format: SourceFormat,
+    /// For git input: the remote, the ref and the commit it resolved to.
+    pub git: Option<GitRevision>,
 }
 
 /// Decodes `input`, applies `selection` and writes the canonical zip into `out`.
@@ -68,12 +82,21 @@ pub fn build(
     spool_dir: Option<&Path>,
     out: &mut File,
 ) -> Result<Built, Error> {
-    let (format, tree) = match input {
-        Input::Directory(dir) => (SourceFormat::Directory, source::from_directory(&dir, selection, limits)?),
-        Input::Archive(file) => source::from_archive(file, selection, limits, spool_dir)?,
+    let (format, tree, git) = match input {
+        Input::Directory(dir) => {
+            (SourceFormat::Directory, source::from_directory(&dir, selection, limits)?, None)
+        }
+        Input::Archive(file) => {
+            let (format, tree) = source::from_archive(file, selection, limits, spool_dir)?;
+            (format, tree, None)
+        }
+        Input::Git(git) => {
+            let (revision, tree) = source::from_git(&git.source, &git.request, selection, limits, spool_dir)?;
+            (SourceFormat::Git, tree, Some(revision))
+        }
     };
     let packed = package::pack(&tree, options, out)?;
-    Ok(Built { packed, format })
+    Ok(Built { packed, format, git })
 }
 
 /// Why publishing a package failed (building it, or storing it).

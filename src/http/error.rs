@@ -129,8 +129,15 @@ fn source_status(e: &SourceError) -> StatusCode {
         | S::SubPathNotDirectory { .. }
         | S::EmptyPackage
         | S::UnsupportedCompression { .. }
-        | S::EncryptedEntry { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        S::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        | S::EncryptedEntry { .. }
+        | S::SubmoduleNotSupported { .. }
+        | S::GitRepoTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        S::InvalidGitRequest(_) => StatusCode::BAD_REQUEST,
+        S::GitRemoteNotAllowed { .. } => StatusCode::FORBIDDEN,
+        S::GitRefNotFound { .. } => StatusCode::NOT_FOUND,
+        S::GitFetchFailed { .. } => StatusCode::BAD_GATEWAY,
+        S::GitFetchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        S::Io(_) | S::GitRead(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

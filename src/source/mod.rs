@@ -1,7 +1,7 @@
-//! Untrusted input to [`SourceTree`]: tar, tar.gz, zip, a local directory (and, later, git).
+//! Untrusted input to [`SourceTree`]: tar, tar.gz, zip, a local directory, a git commit.
 //!
 //! Every input kind is reduced to a namespace (an archive's members in memory, a directory on
-//! disk) and walked by one function, [`walk::build_tree`], which applies the selection and the
+//! disk, the tree of a git commit) and walked by one function, [`walk::build_tree`], which applies the selection and the
 //! symlink policy. That is why the same files with the same exec bits give the same package
 //! whatever they arrived in. Every way an input can be bad has an [`Error`] variant with a
 //! stable [`Error::code`]; nothing here panics on input, and nothing is left on disk.
@@ -10,6 +10,7 @@
 //! code.
 
 mod dir;
+pub mod git;
 mod memory;
 pub mod select;
 mod tar;
@@ -36,6 +37,8 @@ pub enum SourceFormat {
     Zip,
     /// A local directory.
     Directory,
+    /// The tree of a commit, read from git objects.
+    Git,
 }
 
 impl SourceFormat {
@@ -46,11 +49,12 @@ impl SourceFormat {
             Self::TarGz => "tar.gz",
             Self::Zip => "zip",
             Self::Directory => "directory",
+            Self::Git => "git",
         }
     }
 }
 
-/// Why an input cannot be packaged. Every variant but [`Error::Io`] is the client's input.
+/// Why an input cannot be packaged. See [`Error::is_input_error`] for whose fault it is.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Not a tar, tar.gz or zip.
@@ -211,6 +215,58 @@ pub enum Error {
         /// The entry.
         path: String,
     },
+    /// A git submodule (gitlink) that the selection would keep: its files are in another
+    /// repository, which is never fetched.
+    #[error("{path:?} is a git submodule; submodules are not packaged")]
+    SubmoduleNotSupported {
+        /// The submodule's path in the repository.
+        path: String,
+    },
+    /// The git remote is not one the configuration allows, or not a kind of URL that is ever
+    /// allowed (ssh, `ext::`, credentials, options). The URL is not repeated: it may hold a secret.
+    #[error("git remote not allowed: {reason}")]
+    GitRemoteNotAllowed {
+        /// Why.
+        reason: String,
+    },
+    /// A git request whose repository URL or ref is malformed.
+    #[error("invalid git request: {0}")]
+    InvalidGitRequest(String),
+    /// The branch, tag or commit does not exist in the remote.
+    #[error("git ref {reference:?} was not found in {repo}")]
+    GitRefNotFound {
+        /// The remote, normalized.
+        repo: String,
+        /// The ref as requested.
+        reference: String,
+    },
+    /// `git` failed to list or fetch from the remote (unreachable, not a repository, refused).
+    #[error("fetching from {repo} failed: {detail}")]
+    GitFetchFailed {
+        /// The remote, normalized.
+        repo: String,
+        /// The end of git's error output.
+        detail: String,
+    },
+    /// Fetching (including waiting for another fetch of the same remote) took too long.
+    #[error("fetching from {repo} took longer than {secs} s")]
+    GitFetchTimeout {
+        /// The remote, normalized.
+        repo: String,
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// A fetch would add more than the limit to the remote's mirror.
+    #[error("fetching from {repo} would add more than {max} bytes to its mirror")]
+    GitRepoTooLarge {
+        /// The remote, normalized.
+        repo: String,
+        /// The limit, in bytes.
+        max: u64,
+    },
+    /// Reading objects from a fetched mirror failed: not the client's fault.
+    #[error("reading git objects failed")]
+    GitRead(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Reading the input or writing temp storage failed: not the client's fault.
     #[error("I/O error while reading the input")]
     Io(#[source] io::Error),
@@ -245,8 +301,25 @@ impl Error {
             Self::InvalidSelection(_) => "invalid_selection",
             Self::UnsupportedCompression { .. } => "unsupported_compression",
             Self::EncryptedEntry { .. } => "encrypted_entry",
+            Self::SubmoduleNotSupported { .. } => "submodule_not_supported",
+            Self::GitRemoteNotAllowed { .. } => "git_remote_not_allowed",
+            Self::InvalidGitRequest(_) => "invalid_git_request",
+            Self::GitRefNotFound { .. } => "git_ref_not_found",
+            Self::GitFetchFailed { .. } => "git_fetch_failed",
+            Self::GitFetchTimeout { .. } => "git_fetch_timeout",
+            Self::GitRepoTooLarge { .. } => "git_repo_too_large",
+            Self::GitRead(_) => "git_read_failed",
             Self::Io(_) => "io_error",
         }
+    }
+
+    /// Whether the request is at fault (bad input, a refused remote, a missing ref), as opposed
+    /// to this machine or the git remote (I/O, an unreachable or slow remote, a broken mirror).
+    pub fn is_input_error(&self) -> bool {
+        !matches!(
+            self,
+            Self::Io(_) | Self::GitRead(_) | Self::GitFetchFailed { .. } | Self::GitFetchTimeout { .. }
+        )
     }
 }
 
@@ -276,9 +349,7 @@ fn is_tar_header(head: &[u8]) -> bool {
     }
     let field = &head[148..156];
     let digits: String = field.iter().map(|b| *b as char).filter(|c| c.is_digit(8)).collect();
-    let Ok(stored) = u32::from_str_radix(&digits, 8) else {
-        return false;
-    };
+    let Ok(stored) = u32::from_str_radix(&digits, 8) else { return false };
     let sum: u32 = head[..512]
         .iter()
         .enumerate()
@@ -314,7 +385,9 @@ pub fn from_archive(
         }
         SourceFormat::TarGz => tar::read(file, true, &mut ns, limits)?,
         SourceFormat::Zip => zip::read(file, &mut ns, limits)?,
-        SourceFormat::Directory => return Err(Error::UnsupportedFormat("not an archive")),
+        SourceFormat::Directory | SourceFormat::Git => {
+            return Err(Error::UnsupportedFormat("not an archive"));
+        }
     }
     Ok((format, walk::build_tree(ns, &selector, limits)?))
 }
@@ -324,6 +397,38 @@ pub fn from_directory(dir: &Path, selection: &Selection, limits: &Limits) -> Res
     let selector = Selector::new(selection)?;
     let root = dir.canonicalize().map_err(Error::Io)?;
     walk::build_tree(dir::DirNamespace::new(root), &selector, limits)
+}
+
+/// Fetches `request.repo` into its mirror (see [`git::GitSource`]), resolves `request.reference`
+/// to a commit and reads the tree the selection asks for from the commit's git objects.
+///
+/// `request.path`, when given, is the selection's sub-path (giving both is an error). Blobs of
+/// kept files are copied into an unlinked spool file in `spool_dir` (or the system temp
+/// directory), which disappears with the tree. The selection is checked before any network I/O.
+///
+/// Runs synchronously (it waits for `git` and reads files), so it must be called inside
+/// `spawn_blocking()` from async code.
+pub fn from_git(
+    source: &git::GitSource,
+    request: &git::GitRequest,
+    selection: &Selection,
+    limits: &Limits,
+    spool_dir: Option<&Path>,
+) -> Result<(git::GitRevision, SourceTree), Error> {
+    let selection = match (&request.path, &selection.path) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidGitRequest(
+                "give the sub-path once, as git.path or as the selection's path".into(),
+            ));
+        }
+        (Some(path), None) => &Selection { path: Some(path.clone()), ..selection.clone() },
+        (None, _) => selection,
+    };
+    let selector = Selector::new(selection)?;
+    let fetched = source.fetch(request)?;
+    let ns = git::GitNamespace::open(&fetched, limits, spool_dir)?;
+    let tree = walk::build_tree(ns, &selector, limits)?;
+    Ok((fetched.revision(request), tree))
 }
 
 /// Maps an error raised while reading an input stream: a limit crossed inside a reader keeps

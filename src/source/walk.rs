@@ -27,8 +27,11 @@ pub(crate) enum Node<B> {
     Dir,
     /// A symbolic link and its target, as stored.
     Symlink(String),
-    /// Anything else (device, FIFO, socket, submodule): refused if the selection keeps it.
+    /// Anything else (device, FIFO, socket): refused if the selection keeps it.
     Special(&'static str),
+    /// A git submodule (gitlink, mode 160000): the commit of another repository, whose files are
+    /// not in this one. Refused with its own error if the selection keeps it.
+    Submodule,
 }
 
 /// A directory listing: names and what they denote.
@@ -111,6 +114,7 @@ enum Target<B> {
     File { executable: bool, blob: B },
     Dir(Vec<String>),
     Special(&'static str),
+    Submodule,
 }
 
 enum LinkError {
@@ -187,9 +191,11 @@ impl<N: Namespace> Walk<'_, N> {
                         }
                     }
                     Ok(Target::Special(kind)) => self.special(&place, &child_logical, kind)?,
+                    Ok(Target::Submodule) => self.submodule(&place, &child_logical)?,
                     Err(e) => self.link_error(&place, &child_logical, &target, e)?,
                 },
                 Node::Special(kind) => self.special(&place, &child_logical, kind)?,
+                Node::Submodule => self.submodule(&place, &child_logical)?,
             }
         }
         self.stack.pop();
@@ -253,6 +259,18 @@ impl<N: Namespace> Walk<'_, N> {
         }
     }
 
+    /// A submodule is refused where a file would have been kept, and when it is the sub-path
+    /// itself (the caller asked for a directory whose files this repository does not have).
+    fn submodule(&mut self, place: &Place, logical: &[String]) -> Result<(), Error> {
+        match place {
+            Place::Inside(path) if self.sel.keeps_file(path) => {
+                Err(Error::SubmoduleNotSupported { path: logical.join("/") })
+            }
+            Place::SubRoot => Err(Error::SubmoduleNotSupported { path: logical.join("/") }),
+            _ => Ok(()),
+        }
+    }
+
     /// A link that cannot be followed is an error only where a file would have been kept.
     fn link_error(
         &mut self,
@@ -311,7 +329,10 @@ impl<N: Namespace> Walk<'_, N> {
                     return Ok(Target::File { executable, blob });
                 }
                 Some(Node::Special(kind)) if last => return Ok(Target::Special(kind)),
-                Some(Node::File { .. } | Node::Special(_)) => return Err(LinkError::Broken),
+                Some(Node::Submodule) if last => return Ok(Target::Submodule),
+                Some(Node::File { .. } | Node::Special(_) | Node::Submodule) => {
+                    return Err(LinkError::Broken);
+                }
                 Some(Node::Symlink(next)) => {
                     *hops += 1;
                     if *hops > MAX_SYMLINK_HOPS {

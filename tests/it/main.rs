@@ -7,6 +7,7 @@ mod api_packages;
 mod bad_input;
 mod cli;
 mod format_rules;
+mod git;
 mod golden;
 mod properties;
 mod push;

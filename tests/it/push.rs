@@ -71,8 +71,10 @@ async fn push_reports_the_servers_error_code_and_exits_non_zero() {
     assert_eq!(json(&run(right).await)["uploaded"], true);
     server.stop().await.expect("stops");
 
+    // Port 1 on loopback: nothing listens there, so the connection is refused. (The stopped
+    // server's port could be reused by another test's server in the meantime.)
     let mut down = bin();
-    down.args(["push", "--server", &url, "--function", "fn"]).arg(src.path());
+    down.args(["push", "--server", "http://127.0.0.1:1", "--function", "fn"]).arg(src.path());
     let out = run(down).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error[server_unreachable]: "));

@@ -2,6 +2,8 @@
 
 pub mod app;
 pub mod archive;
+pub(crate) mod git_http;
+pub(crate) mod git_repo;
 
 use std::fs;
 use std::io::{Cursor, Read, Write};
