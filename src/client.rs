@@ -141,11 +141,14 @@ pub fn push(
         .http_status_as_error(false)
         .build()
         .into();
-    // With a Content-Length the server refuses an oversized upload before reading it.
+    // With a Content-Length the server refuses an oversized upload before reading it, and with
+    // `Expect: 100-continue` its early refusals (401, 413, 503) arrive before we send the body,
+    // instead of as a broken pipe halfway through it.
     let mut call = agent
         .post(&url)
         .header("content-type", "application/gzip")
-        .header("content-length", &size.to_string());
+        .header("content-length", &size.to_string())
+        .header("expect", "100-continue");
     if let Some(token) = request.token {
         call = call.header("authorization", &format!("Bearer {token}"));
     }
