@@ -165,7 +165,7 @@ pub struct GitArgs {
     /// With --git: the cache of bare mirrors (one per remote, reused by later runs, safe to
     /// delete). [default: $XDG_CACHE_HOME/lambda-packager/git, else
     /// $HOME/.cache/lambda-packager/git, else lambda-packager-git in the temp directory]
-    #[arg(long, value_name = "DIR", env = "LP_GIT_CACHE")]
+    #[arg(long, value_name = "DIR", env = "LAMBDA_PACKAGER_GIT_CACHE")]
     pub git_cache: Option<PathBuf>,
     /// With --git: give up when listing and fetching take longer than this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]

@@ -40,6 +40,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Log output.
     pub log: LogConfig,
+    /// Git sources (off until `git.allowed_remotes` lists a remote).
+    pub git: crate::source::git::GitConfig,
 }
 
 /// Listeners, timeouts and load limits.
@@ -249,9 +251,11 @@ impl Config {
     }
 }
 
-/// `LAMBDA_PACKAGER_SERVER__LISTEN=0.0.0.0:8080` sets `server.listen`.
+/// `LAMBDA_PACKAGER_SERVER__LISTEN=0.0.0.0:8080` sets `server.listen`. Every key lives in a
+/// section, so only variables with a `__` are configuration; the others of the prefix belong to
+/// the CLI (`LAMBDA_PACKAGER_CONFIG`, `LAMBDA_PACKAGER_TOKEN`, ...) and are not an error here.
 fn env_provider() -> Env {
-    Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__")
+    Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__")
 }
 
 #[cfg(test)]
@@ -291,6 +295,23 @@ mod tests {
         assert!(e.contains("store.prefix"), "{e}");
         let e = toml("[store]\nbackend = \"s3\"\n").expect_err("no bucket").to_string();
         assert!(e.contains("store.s3.bucket"), "{e}");
+    }
+
+    #[test]
+    fn environment_variables_set_nested_keys_and_cli_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LAMBDA_PACKAGER_SERVER__CONCURRENCY_LIMIT", "7");
+            jail.set_env("LAMBDA_PACKAGER_STORE__LOCAL__PATH", "/srv/packages");
+            jail.set_env("LAMBDA_PACKAGER_TOKEN", "for-push-only");
+            jail.set_env("LAMBDA_PACKAGER_CONFIG", "ignored-here");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.concurrency_limit, 7);
+            assert_eq!(c.store.local.path, PathBuf::from("/srv/packages"));
+            jail.set_env("LAMBDA_PACKAGER_SERVER__CONCURRENCY_LIMT", "7");
+            let e = Config::load(None).expect_err("a typo in a key is an error").to_string();
+            assert!(e.contains("concurrency_limt"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub struct Published {
     pub outcome: Outcome,
     /// The S3 version id, on versioned buckets.
     pub version_id: Option<String>,
+    /// For git input: the remote, the ref and the commit it resolved to.
+    pub git: Option<GitRevision>,
 }
 
 /// Turns uploads into stored packages: build in the blocking pool, then store exactly once.
@@ -283,13 +285,13 @@ impl Publisher {
             .record(started.elapsed().as_secs_f64());
         let key = ObjectKey::package(&prefix, &function, built.packed.sha256);
         let key_text = key.to_string();
-        tracing::Span::current().record("key", key_text.as_str());
         let published = |outcome, version_id| Published {
             key: key.clone(),
             packed: built.packed.clone(),
             format: built.format,
             outcome,
             version_id,
+            git: built.git.clone(),
         };
 
         let lock = self.key_lock(&key_text);

@@ -14,6 +14,7 @@ use crate::blocking::BlockingPool;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, ApiSettings, AppState};
 use crate::publish::Publisher;
+use crate::source::git::GitSource;
 use crate::store::Backend;
 use crate::store::local::LocalStore;
 
@@ -49,10 +50,19 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         config.store.prefix.clone(),
         config.pack.temp_dir.clone(),
     );
+    let git = GitSource::new(config.git.clone()).context("configuring git sources")?;
+    if git.is_enabled() {
+        tracing::info!(
+            remotes = ?config.git.allowed_remotes,
+            mirror_dir = %config.git.mirror_dir.display(),
+            "git sources enabled"
+        );
+    }
     Ok(AppState {
         publisher: Arc::new(publisher),
         settings: Arc::new(ApiSettings::from_config(config)),
         metrics: crate::telemetry::metrics_handle(),
+        git: Arc::new(git),
     })
 }
 

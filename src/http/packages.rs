@@ -3,13 +3,14 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{PackageOptions, Upload, read_body};
 use super::state::AppState;
-use crate::publish::{Input, Outcome, PublishRequest, Published};
+use crate::publish::{GitInput, Input, Outcome, PublishRequest, Published};
+use crate::source::git::{GitRequest, GitRevision};
 use crate::store::Store;
 use crate::store::key::{FunctionName, KeyPrefix};
 
@@ -59,6 +60,56 @@ pub struct PackageResponse {
     /// Present on dry runs: whether the key already exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
+    /// Present for git sources: the remote, the ref and the 40-hex commit it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<GitSourceInfo>)]
+    pub source: Option<GitRevision>,
+}
+
+/// The git revision a package was built from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GitSourceInfo {
+    /// The remote URL.
+    pub repo: String,
+    /// The ref as requested.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The commit it resolved to (40 hex digits).
+    pub commit: String,
+}
+
+/// A JSON package request: a directory of a commit of an allow-listed git remote.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitPackageRequest {
+    /// The remote, the ref (branch, tag or 40-hex commit) and the sub-directory.
+    #[schema(value_type = GitSourceRequest)]
+    pub git: GitRequest,
+    /// Keep only files matching these gitignore patterns.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Remove files matching these gitignore patterns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Exclude .git/, __pycache__/ and friends (default true).
+    #[serde(default = "yes")]
+    pub default_excludes: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The `git` object of a JSON package request.
+#[derive(Debug, ToSchema)]
+pub struct GitSourceRequest {
+    /// Remote URL (must match an allow-listed prefix).
+    pub repo: String,
+    /// Branch, tag or 40-hex commit id.
+    #[schema(rename = "ref")]
+    pub reference: String,
+    /// Sub-directory of the commit that becomes the zip root.
+    pub path: Option<String>,
 }
 
 impl PackageResponse {
@@ -87,6 +138,7 @@ impl PackageResponse {
                 Outcome::DryRun { exists } => Some(exists),
                 _ => None,
             },
+            source: p.git.clone(),
         }
     }
 }
@@ -139,18 +191,9 @@ pub async fn create_package(
     let publisher = &state.publisher;
     let upload =
         read_body(request, &mut options, publisher.temp_dir(), state.settings.max_body_bytes).await?;
-    let file = match upload {
-        Upload::Archive(file) => file,
-        Upload::Json(value) if value.get("git").is_some() => {
-            return Err(ApiError::GitSourceDisabled);
-        }
-        Upload::Json(_) => {
-            return Err(ApiError::BadRequest {
-                code: "invalid_json",
-                message: "a JSON body must be {\"git\": {...}}; send archives as raw bytes or multipart"
-                    .into(),
-            });
-        }
+    let input = match upload {
+        Upload::Archive(file) => Input::Archive(file),
+        Upload::Json(value) => git_input(&state, value, &mut options)?,
     };
     let prefix = match options.prefix.as_deref() {
         None | Some("") => None,
@@ -170,7 +213,7 @@ pub async fn create_package(
             function: function.clone(),
             prefix,
             selection: options.selection,
-            input: Input::Archive(file),
+            input,
             dry_run: options.dry_run,
         })
         .await?;
@@ -181,4 +224,29 @@ pub async fn create_package(
     span.record("size_bytes", published.packed.size);
     span.record("outcome", tracing::field::debug(&published.outcome));
     Ok((status, Json(PackageResponse::new(&published, &function, &state))))
+}
+
+/// A JSON body: `{"git": {...}, "include": [...], ...}`. Checked against the allow-list here,
+/// before any worker or network is used.
+fn git_input(
+    state: &AppState,
+    value: serde_json::Value,
+    options: &mut PackageOptions,
+) -> Result<Input, ApiError> {
+    if value.get("git").is_none() {
+        return Err(ApiError::BadRequest {
+            code: "invalid_json",
+            message: "a JSON body must be {\"git\": {...}}; send archives as raw bytes or multipart".into(),
+        });
+    }
+    if !state.git.is_enabled() {
+        return Err(ApiError::GitSourceDisabled);
+    }
+    let request: GitPackageRequest = serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.to_string() })?;
+    state.git.check(&request.git).map_err(|e| ApiError::Publish(crate::publish::Error::Source(e).into()))?;
+    options.selection.include.extend(request.include);
+    options.selection.exclude.extend(request.exclude);
+    options.selection.default_excludes &= request.default_excludes;
+    Ok(Input::Git(GitInput { source: std::sync::Arc::clone(&state.git), request: request.git }))
 }

@@ -54,4 +54,6 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The configured git sources (disabled when no remote is allowed).
+    pub git: Arc<crate::source::git::GitSource>,
 }

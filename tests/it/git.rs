@@ -511,7 +511,7 @@ fn pack_git_on_the_command_line_prints_the_source_and_the_same_sha256() {
 
     let refused = Command::new(env!("CARGO_BIN_EXE_lambda-packager"))
         .args(["pack", "--git", "git@git.example.com:platform/orders.git", "--ref", "main"])
-        .env("LP_GIT_CACHE", &cache)
+        .env("LAMBDA_PACKAGER_GIT_CACHE", &cache)
         .output()
         .expect("run the CLI");
     assert_eq!(refused.status.code(), Some(2));

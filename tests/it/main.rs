@@ -2,6 +2,7 @@
 #![expect(unreachable_pub, reason = "support items are `pub` to be shared between test modules")]
 
 mod api_artifacts;
+mod api_git;
 mod api_hardening;
 mod api_packages;
 mod bad_input;

@@ -48,8 +48,9 @@ pub struct GitConfig {
     /// directory.
     pub mirror_dir: PathBuf,
     /// Longest time one request may spend waiting for the remote's lock, listing and fetching;
-    /// git is killed when it passes. In configuration files, a number of seconds. Default 120.
-    #[serde(with = "seconds")]
+    /// git is killed when it passes. In configuration files `fetch_timeout_secs`, a number of
+    /// seconds. Default 120.
+    #[serde(rename = "fetch_timeout_secs", with = "seconds")]
     pub fetch_timeout: Duration,
     /// Most bytes one fetch may add to a mirror (the received pack). Fetches are shallow (depth
     /// 1), so this is about the compressed size of one commit's tree. Default 536,870,912
@@ -256,7 +257,7 @@ mod tests {
     #[test]
     fn config_fields_default_and_the_timeout_is_in_seconds() {
         let config: GitConfig = serde_json::from_str(
-            r#"{"allowed_remotes": ["https://git.example.com/platform/"], "fetch_timeout": 30}"#,
+            r#"{"allowed_remotes": ["https://git.example.com/platform/"], "fetch_timeout_secs": 30}"#,
         )
         .expect("valid config");
         assert_eq!(config.allowed_remotes, ["https://git.example.com/platform/"]);
