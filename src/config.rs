@@ -298,6 +298,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail's closure returns figment::Error")]
     fn environment_variables_set_nested_keys_and_cli_variables_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("LAMBDA_PACKAGER_SERVER__CONCURRENCY_LIMIT", "7");
