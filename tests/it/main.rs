@@ -7,6 +7,7 @@ mod api_hardening;
 mod api_packages;
 mod bad_input;
 mod cli;
+mod faults;
 mod format_rules;
 mod git;
 mod golden;
