@@ -87,7 +87,8 @@ fn assert_store_consistent(root: &Path) {
 
 /// A deterministic xorshift, seeded from the clock and printed, so a failure can be replayed.
 fn rng() -> impl FnMut() -> u64 {
-    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+    let seed =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
     eprintln!("faults seed: {seed}");
     let mut x = seed;
     move || {
@@ -103,7 +104,8 @@ fn kill_9_during_uploads_never_leaves_a_partial_package_or_a_surviving_temp_file
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("artifacts");
     let mut next = rng();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut interrupted = 0;
     for round in 0..12u64 {
         let service = Service::start(&store);
@@ -139,7 +141,8 @@ fn kill_9_during_uploads_never_leaves_a_partial_package_or_a_surviving_temp_file
     assert!(std::fs::read_dir(store.join(".staging")).expect("staging").next().is_none());
     assert_store_consistent(&store);
     let bundle = crate::support::archive::tar(&[crate::support::archive::Member::file("a.py", "x")]);
-    let (status, _, body) = runtime.block_on(http_request(service.addr, "POST", "/v1/functions/fn/package", &[], &bundle));
+    let (status, _, body) =
+        runtime.block_on(http_request(service.addr, "POST", "/v1/functions/fn/package", &[], &bundle));
     assert!(status == 201 || status == 200, "{status}: {}", String::from_utf8_lossy(&body));
     assert_store_consistent(&store);
 }
