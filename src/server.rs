@@ -16,6 +16,7 @@ use crate::http::{self, ApiSettings, AppState};
 use crate::publish::Publisher;
 use crate::store::Backend;
 use crate::store::local::LocalStore;
+use crate::store::s3::{S3Settings, S3Store};
 
 /// Builds the shared state: opens the store (sweeping a local store's stale temp files),
 /// sizes the blocking pool, creates the publisher.
@@ -38,7 +39,20 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             );
             Backend::Local(store)
         }
-        StoreKind::S3 => anyhow::bail!("the S3 store is not available in this build"),
+        StoreKind::S3 => {
+            let s3 = &config.store.s3;
+            let store = S3Store::connect(s3, S3Settings::default())
+                .await
+                .context("configuring the S3 store")?;
+            tracing::info!(
+                bucket = %s3.bucket,
+                region = store.region().unwrap_or_default(),
+                endpoint = s3.endpoint.as_deref().unwrap_or("(AWS)"),
+                force_path_style = s3.force_path_style,
+                "using S3 for packages"
+            );
+            Backend::S3(store)
+        }
     };
     if let Some(dir) = &config.pack.temp_dir {
         std::fs::create_dir_all(dir)
