@@ -9,4 +9,5 @@ mod cli;
 mod format_rules;
 mod golden;
 mod properties;
+mod store_contract;
 mod support;

@@ -1,6 +1,8 @@
-//! Shared test support: fixture trees in every input form, packing helpers, zip readers.
+//! Shared test support: fixture trees in every input form, packing helpers, zip readers, and the
+//! S3-compatible test server (`s3`).
 
 pub mod archive;
+pub mod s3;
 
 use std::fs;
 use std::io::{Cursor, Read, Write};
