@@ -9,5 +9,6 @@ mod cli;
 mod format_rules;
 mod golden;
 mod properties;
+mod s3_credentials;
 mod store_contract;
 mod support;

@@ -17,6 +17,8 @@
 //! - [`store_for`] builds an `S3Store` for any `S3StoreConfig` with the harness's credentials and
 //!   [`test_settings`] (short timeouts, so an outage fails in seconds, not minutes).
 //!
+//! - [`watched`] / [`stop_watched`]: run any other process (the service binary) the same way.
+//!
 //! Every moto process is a child of a small `sh` watchdog reading the test binary's end of a
 //! pipe: when the test binary exits, however it exits (even SIGKILL), the pipe closes, `read`
 //! returns and the watchdog kills moto. Nothing outlives the tests.
@@ -26,7 +28,7 @@ use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,7 +91,40 @@ fn moto_binary() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
+/// A command that runs `program` (add arguments, environment and output to it) under a `sh`
+/// watchdog: the program is killed when the returned child's stdin closes, that is when
+/// [`stop_watched`] drops it or when the test binary exits in any way.
+pub fn watched(program: &Path) -> Command {
+    // fd 3 is the read end of our pipe: the program does not get it, the watcher blocks on it.
+    let script = r#"
+        exec 3<&0
+        "$@" </dev/null 3<&- &
+        child=$!
+        { read -r _ <&3; kill "$child" 2>/dev/null; } &
+        watcher=$!
+        exec 3<&-
+        wait "$child"
+        status=$?
+        kill "$watcher" 2>/dev/null
+        exit "$status"
+    "#;
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", script, "sh"])
+        .arg(program)
+        .stdin(Stdio::piped());
+    command
+}
+
+/// Stops a program started with [`watched`] and waits for its watchdog.
+pub fn stop_watched(mut child: Child) {
+    // Closing our end of the pipe is what makes the watchdog kill the program.
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port on 127.0.0.1")
@@ -128,26 +163,9 @@ impl MotoServer {
     fn spawn(&mut self) {
         let binary = moto_binary();
         let log = File::create(&self.log).expect("create the moto log file");
-        // fd 3 is the read end of our pipe: moto does not get it, the watcher blocks on it.
-        let script = r#"
-            exec 3<&0
-            "$0" -H 127.0.0.1 -p "$1" </dev/null 3<&- &
-            moto=$!
-            { read -r _ <&3; kill "$moto" 2>/dev/null; } &
-            watcher=$!
-            exec 3<&-
-            wait "$moto"
-            status=$?
-            kill "$watcher" 2>/dev/null
-            exit "$status"
-        "#;
-        let mut command = Command::new("sh");
+        let mut command = watched(&binary);
         command
-            .arg("-c")
-            .arg(script)
-            .arg(&binary)
-            .arg(self.addr.port().to_string())
-            .stdin(Stdio::piped())
+            .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
             .stdout(log.try_clone().expect("clone the log file handle"))
             .stderr(log);
         if self.auth {
@@ -202,10 +220,8 @@ impl MotoServer {
 
     /// Kills moto and waits until the port refuses connections.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.watchdog.take() {
-            // Closing our end of the pipe is what makes the watchdog kill moto.
-            drop(child.stdin.take());
-            let _ = child.wait();
+        if let Some(child) = self.watchdog.take() {
+            stop_watched(child);
         }
     }
 
