@@ -18,10 +18,16 @@ use crate::store::Backend;
 use crate::store::local::LocalStore;
 use crate::store::s3::{S3Settings, S3Store};
 
-/// Builds the shared state: opens the store (sweeping a local store's stale temp files),
-/// sizes the blocking pool, creates the publisher.
+/// Builds the shared state: opens the store (sweeping a local store's stale temp files), then
+/// [`state_for`].
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
-    let store = match config.store.backend {
+    let store = open_store(config).await?;
+    state_for(config, store)
+}
+
+/// Opens the configured store: the local directory, or S3 with the standard credential chain.
+pub async fn open_store(config: &Config) -> anyhow::Result<Backend> {
+    Ok(match config.store.backend {
         StoreKind::Local => {
             let path = config.store.local.path.clone();
             let (store, swept) = tokio::task::spawn_blocking(move || LocalStore::open(&path))
@@ -53,7 +59,12 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             );
             Backend::S3(store)
         }
-    };
+    })
+}
+
+/// The shared state over an opened `store` (tests pass their own): sizes the blocking pool,
+/// creates the publisher.
+pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
     if let Some(dir) = &config.pack.temp_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating pack.temp_dir {}", dir.display()))?;

@@ -405,6 +405,8 @@ impl Store for S3Store {
                 return result.convert_errors();
             };
             match Failure::of(&err) {
+                // Also what a retried attempt sees when an earlier one landed but its answer was
+                // lost: `publish` then verifies the object by HEAD, as for any lost race.
                 Failure::PreconditionFailed => return Ok(PutOutcome::AlreadyExists),
                 Failure::ConditionalConflict if conflicts < CONFLICT_RETRIES => {
                     conflicts += 1;

@@ -11,13 +11,19 @@
 //! - [`MotoServer::start()`] / [`MotoServer::start_with_auth()`]: a private server, for tests
 //!   that stop it ([`MotoServer::stop`], [`MotoServer::restart`]: same port, empty state) or
 //!   that need moto to check credentials (every request then gets 403).
-//! - [`TestBucket::create(&server)`]: a fresh, randomly named bucket, emptied and deleted on
-//!   drop. [`TestBucket::config`] is its `S3StoreConfig` (endpoint, path-style), [`TestBucket::store`]
-//!   an `S3Store` for it, [`TestBucket::keys`] the keys it holds.
+//! - [`TestBucket::shared()`] (on the shared server) / [`TestBucket::create(&server)`]: a fresh,
+//!   randomly named bucket, emptied and deleted on drop. [`TestBucket::config`] is its
+//!   `S3StoreConfig` (endpoint, path-style), [`TestBucket::store`] an `S3Store` for it,
+//!   [`TestBucket::keys`] the keys it holds, [`TestBucket::recreate`] creates it again after a
+//!   restart.
 //! - [`store_for`] builds an `S3Store` for any `S3StoreConfig` with the harness's credentials and
 //!   [`test_settings`] (short timeouts, so an outage fails in seconds, not minutes).
-//!
 //! - [`watched`] / [`stop_watched`]: run any other process (the service binary) the same way.
+//!
+//! In-process service tests: build the state with
+//! `server::state_for(&config, Backend::S3(bucket.store()))`, not `build_state` with an S3
+//! config, whose standard credential chain would look in this machine's environment, profile
+//! and instance metadata.
 //!
 //! Every moto process is a child of a small `sh` watchdog reading the test binary's end of a
 //! pipe: when the test binary exits, however it exits (even SIGKILL), the pipe closes, `read`
