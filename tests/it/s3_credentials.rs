@@ -1,5 +1,6 @@
-//! The S3 store's credentials come from the standard AWS chain, web identity (EKS IRSA)
-//! included, with the lean feature set (no SDK default HTTPS client, no `sso`).
+//! The S3 store's credentials and region come from the standard AWS chain, web identity (EKS
+//! IRSA) included, with the lean feature set (no SDK default HTTPS client, no `sso`); without a
+//! region, `serve` stops at startup and says so.
 //!
 //! The service binary runs with a cleared environment, an empty home (no profile) and instance
 //! metadata disabled, so the only source of credentials is `AWS_WEB_IDENTITY_TOKEN_FILE` +
@@ -108,4 +109,47 @@ async fn web_identity_irsa_credentials_reach_the_bucket() {
     .expect("the serve runs");
     assert_eq!(with_role, 200, "web identity credentials were resolved");
     assert_eq!(without_role, 503, "control: no role, no credentials");
+}
+
+#[test]
+fn serve_without_a_region_stops_at_startup_and_says_so() {
+    let home = tempfile::tempdir().expect("temp home");
+    let log_path = home.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = watched(Path::new(env!("CARGO_BIN_EXE_lambda-packager")))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        // The region chain would otherwise ask instance metadata, which is not on this machine.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "LAMBDA_PACKAGER_SERVER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "LAMBDA_PACKAGER_SERVER__ADMIN_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("LAMBDA_PACKAGER_STORE__BACKEND", "s3")
+        .env("LAMBDA_PACKAGER_STORE__S3__BUCKET", "some-bucket")
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("start lambda-packager serve");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve kept running without a region"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    stop_watched(child);
+    let output = std::fs::read_to_string(&log_path).expect("read the log");
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("no AWS region"), "{output}");
 }

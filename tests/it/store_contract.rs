@@ -372,6 +372,20 @@ async fn s3_stores_and_returns_the_sha256_checksum() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_names_its_bucket_and_s3_urls() {
+    let bucket = TestBucket::shared().await;
+    let store = bucket.store();
+    let key = key_of("ci/", "fn", b"zip");
+    assert_eq!(store.bucket(), Some(bucket.name()));
+    assert_eq!(
+        store.location(&key),
+        format!("s3://{}/{key}", bucket.name())
+    );
+    assert_eq!(store.staging_dir(), None);
+    assert_eq!(store.region(), Some(crate::support::s3::REGION));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_put_sends_the_staged_sha256_not_a_computed_one() {
     let bucket = TestBucket::shared().await;
     let store = bucket.store();
