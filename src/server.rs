@@ -17,11 +17,18 @@ use crate::publish::Publisher;
 use crate::source::git::GitSource;
 use crate::store::Backend;
 use crate::store::local::LocalStore;
+use crate::store::s3::{S3Settings, S3Store};
 
-/// Builds the shared state: opens the store (sweeping a local store's stale temp files),
-/// sizes the blocking pool, creates the publisher.
+/// Builds the shared state: opens the store (sweeping a local store's stale temp files), then
+/// [`state_for`].
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
-    let store = match config.store.backend {
+    let store = open_store(config).await?;
+    state_for(config, store)
+}
+
+/// Opens the configured store: the local directory, or S3 with the standard credential chain.
+pub async fn open_store(config: &Config) -> anyhow::Result<Backend> {
+    Ok(match config.store.backend {
         StoreKind::Local => {
             let path = config.store.local.path.clone();
             let (store, swept) =
@@ -35,8 +42,25 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             );
             Backend::Local(store)
         }
-        StoreKind::S3 => anyhow::bail!("the S3 store is not available in this build"),
-    };
+        StoreKind::S3 => {
+            let s3 = &config.store.s3;
+            let store =
+                S3Store::connect(s3, S3Settings::default()).await.context("configuring the S3 store")?;
+            tracing::info!(
+                bucket = %s3.bucket,
+                region = store.region().unwrap_or_default(),
+                endpoint = s3.endpoint.as_deref().unwrap_or("(AWS)"),
+                force_path_style = s3.force_path_style,
+                "using S3 for packages"
+            );
+            Backend::S3(store)
+        }
+    })
+}
+
+/// The shared state over an opened `store` (tests pass their own): sizes the blocking pool,
+/// creates the publisher.
+pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
     if let Some(dir) = &config.pack.temp_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating pack.temp_dir {}", dir.display()))?;
     }

@@ -197,6 +197,24 @@ impl ApiError {
         }
     }
 
+    /// What a client may read. Client errors explain themselves; server errors never carry
+    /// internal details (bucket names, paths, SDK or credential-chain messages), which stay in
+    /// the log under the request id.
+    fn public_message(&self, status: StatusCode) -> String {
+        match self {
+            _ if !status.is_server_error() => self.report(),
+            Self::Overloaded | Self::Publish(PublishError::Pool(PoolError::Busy { .. })) => self.report(),
+            Self::Store(store::Error::Unavailable(_))
+            | Self::Publish(PublishError::Store(store::Error::Unavailable(_))) => {
+                "the package store is unavailable; retry after the Retry-After delay".to_owned()
+            }
+            _ => {
+                "the service failed to handle this request; the x-request-id header identifies it in the logs"
+                    .to_owned()
+            }
+        }
+    }
+
     /// The message with its whole `source()` chain, for logs.
     pub fn report(&self) -> String {
         let mut out = self.to_string();
@@ -216,12 +234,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            "the service failed to handle this request; the x-request-id header identifies it in the logs"
-                .to_owned()
-        } else {
-            self.report()
-        };
+        let message = self.public_message(status);
         let retry_after = self.retry_after();
         let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
         let mut response = (status, Json(body)).into_response();

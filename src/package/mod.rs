@@ -147,15 +147,55 @@ pub fn pack(tree: &SourceTree, options: &PackOptions, out: &mut File) -> Result<
     out.set_len(0).map_err(Error::Write)?;
     out.seek(SeekFrom::Start(0)).map_err(Error::Write)?;
     {
-        let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, &mut *out));
+        let mut zip = ZipWriter::new(Positioned::new(BufWriter::with_capacity(256 * 1024, &mut *out)));
         write_entries(tree, options, &mut zip)?;
-        let mut inner = zip.finish()?;
+        let mut inner = zip.finish()?.inner;
         inner.flush().map_err(Error::Write)?;
     }
     out.seek(SeekFrom::Start(0)).map_err(Error::Write)?;
     let sha256 = Sha256Hex::of_reader(&mut *out).map_err(Error::Write)?;
     let size = out.stream_position().map_err(Error::Write)?;
     Ok(Packed { sha256, size, files: tree.entries().len() as u64 })
+}
+
+/// A buffered writer that knows its position, so the zip writer's frequent `stream_position()`
+/// calls (two per entry) do not flush the buffer; real seeks still go through.
+struct Positioned<W> {
+    inner: W,
+    pos: u64,
+}
+
+impl<W> Positioned<W> {
+    /// Wraps a writer positioned at offset 0.
+    fn new(inner: W) -> Self {
+        Self { inner, pos: 0 }
+    }
+}
+
+impl<W: Write> Write for Positioned<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Seek> Seek for Positioned<W> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        if to == SeekFrom::Current(0) {
+            return Ok(self.pos);
+        }
+        self.pos = self.inner.seek(to)?;
+        Ok(self.pos)
+    }
+
+    fn stream_position(&mut self) -> io::Result<u64> {
+        Ok(self.pos)
+    }
 }
 
 /// Compresses entries (in parallel when it pays) and appends them to `zip` in canonical order.
@@ -223,14 +263,20 @@ mod parallel {
     use super::*;
 
     /// Admission of entries into the pipeline, strictly in index order, so that the entry the
-    /// writer waits for can always get in (no deadlock) and memory stays within the budget.
+    /// writer waits for is always admitted (no deadlock). The budget bounds the entries *behind*
+    /// the one the writer waits for: memory stays within the budget plus one file, and a large
+    /// file being compressed does not stop the other threads from working on the next ones.
     struct Gate {
         state: Mutex<GateState>,
         wake: Condvar,
     }
 
     struct GateState {
+        /// Entries admitted so far (the next one to admit).
         next: usize,
+        /// Entries written so far (the one the writer waits for).
+        written: usize,
+        /// Uncompressed bytes of admitted, unwritten entries.
         in_flight: u64,
         stop: bool,
     }
@@ -244,7 +290,9 @@ mod parallel {
                     return None;
                 }
                 let cost = entries[s.next].size;
-                if s.in_flight == 0 || s.in_flight.saturating_add(cost) <= IN_FLIGHT_BUDGET {
+                let behind_writer =
+                    if s.next > s.written { s.in_flight - entries[s.written].size } else { 0 };
+                if s.next == s.written || behind_writer.saturating_add(cost) <= IN_FLIGHT_BUDGET {
                     s.in_flight += cost;
                     s.next += 1;
                     return Some(s.next - 1);
@@ -253,9 +301,11 @@ mod parallel {
             }
         }
 
+        /// The writer has written the entry it was waiting for.
         fn release(&self, cost: u64) {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             s.in_flight -= cost;
+            s.written += 1;
             self.wake.notify_all();
         }
 
@@ -273,7 +323,7 @@ mod parallel {
     ) -> Result<(), Error> {
         let entries = tree.entries();
         let gate = Gate {
-            state: Mutex::new(GateState { next: 0, in_flight: 0, stop: false }),
+            state: Mutex::new(GateState { next: 0, written: 0, in_flight: 0, stop: false }),
             wake: Condvar::new(),
         };
         std::thread::scope(|scope| {

@@ -96,7 +96,8 @@ impl Store for LocalStore {
         blocking(move || match fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(meta_of(key, &m))),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // A file where the key's folder would be: no object under the key either.
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(None),
             Err(e) => Err(e),
         })
         .await

@@ -8,6 +8,7 @@
 
 pub mod key;
 pub mod local;
+pub mod s3;
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,7 @@ use tempfile::NamedTempFile;
 
 use self::key::ObjectKey;
 use self::local::LocalStore;
+use self::s3::S3Store;
 use crate::package::Sha256Hex;
 
 /// What a store knows about one object.
@@ -131,7 +133,8 @@ pub trait Store: Send + Sync {
         staged: Staged,
     ) -> impl Future<Output = Result<PutOutcome, Error>> + Send;
 
-    /// Every object whose key starts with `prefix`, up to `max` of them, in any order.
+    /// Every object whose key starts with `prefix` and has no `/` after it (objects in deeper
+    /// "folders" are not listed), up to `max` of them, in any order.
     fn list(&self, prefix: &str, max: usize) -> impl Future<Output = Result<Vec<ObjectMeta>, Error>> + Send;
 
     /// A byte range of an object (for reading a zip's central directory without downloading it).
@@ -150,12 +153,15 @@ pub trait Store: Send + Sync {
 pub enum Backend {
     /// A local directory.
     Local(LocalStore),
+    /// An S3 bucket.
+    S3(S3Store),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Backend::Local($s) => $e,
+            Backend::S3($s) => $e,
         }
     };
 }

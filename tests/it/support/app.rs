@@ -64,6 +64,20 @@ impl TestApp {
         Self { state, config, _dirs: dirs }
     }
 
+    /// An app whose store is `bucket` on the S3 test server (with the harness's credentials).
+    pub async fn on_s3(bucket: &super::s3::TestBucket, edit: impl FnOnce(&mut Config)) -> Self {
+        let dirs = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.store.backend = lambda_packager::config::StoreKind::S3;
+        config.store.s3 = bucket.config();
+        config.pack.temp_dir = Some(dirs.path().join("tmp"));
+        config.pack.workers = 4.try_into().expect("nonzero");
+        edit(&mut config);
+        let store = lambda_packager::store::Backend::S3(bucket.store());
+        let state = server::state_for(&config, store).expect("the app starts");
+        Self { state, config, _dirs: dirs }
+    }
+
     pub fn router(&self) -> Router {
         http::router(self.state.clone())
     }

@@ -1,9 +1,11 @@
-//! Shared test support: fixture trees in every input form, packing helpers, zip readers.
+//! Shared test support: fixture trees in every input form, packing helpers, zip readers, and the
+//! S3-compatible test server (`s3`).
 
 pub mod app;
 pub mod archive;
 pub(crate) mod git_http;
 pub(crate) mod git_repo;
+pub mod s3;
 
 use std::fs;
 use std::io::{Cursor, Read, Write};

@@ -1,0 +1,409 @@
+//! The store contract: one suite, written once against `&impl Store`, run on every backend by
+//! `store_tests!` (a local directory, and a fresh bucket on a real S3-compatible server).
+//!
+//! After every local test, the store's `.staging/` directory must be empty: a put, whether it
+//! stored, found the key taken or failed, leaves no temp file behind.
+
+use std::collections::BTreeSet;
+
+use futures_util::StreamExt as _;
+use futures_util::future::join_all;
+use lambda_packager::package::Sha256Hex;
+use lambda_packager::store::key::{FunctionName, KeyPrefix, ObjectKey};
+use lambda_packager::store::local::{LocalStore, STAGING_DIR};
+use lambda_packager::store::s3::MAX_SINGLE_PUT_BYTES;
+use lambda_packager::store::{ByteRange, Error, PutOutcome, Staged, Store};
+
+use crate::support::noise;
+use crate::support::s3::{MotoServer, TestBucket};
+
+/// `bytes` in a temp file, where the store wants it (its staging directory, if it has one).
+fn stage(store: &impl Store, bytes: &[u8]) -> Staged {
+    use std::io::Write as _;
+    let mut file = match store.staging_dir() {
+        Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
+        None => tempfile::NamedTempFile::new(),
+    }
+    .expect("create a staging file");
+    file.write_all(bytes).expect("write the staging file");
+    file.as_file().sync_all().expect("sync the staging file");
+    Staged { file, size: bytes.len() as u64, sha256: Sha256Hex::of_bytes(bytes) }
+}
+
+/// The content-addressed key of `bytes` for `function` under `prefix`.
+fn key_of(prefix: &str, function: &str, bytes: &[u8]) -> ObjectKey {
+    let prefix: KeyPrefix = prefix.parse().expect("valid prefix");
+    let function: FunctionName = function.parse().expect("valid function name");
+    ObjectKey::package(&prefix, &function, Sha256Hex::of_bytes(bytes))
+}
+
+async fn put(store: &impl Store, key: &ObjectKey, bytes: &[u8]) -> PutOutcome {
+    store.put_if_absent(key, stage(store, bytes)).await.expect("put_if_absent")
+}
+
+async fn read_all(store: &impl Store, key: &str) -> Vec<u8> {
+    let body = store.get(key).await.expect("get");
+    let size = body.size;
+    let mut out = Vec::new();
+    let mut stream = body.stream;
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.expect("a chunk of the body"));
+    }
+    assert_eq!(out.len() as u64, size, "ObjectBody::size is the streamed length");
+    out
+}
+
+async fn put_new_then_head_sees_it(store: &impl Store) {
+    let bytes = noise(4096, 1);
+    let key = key_of("", "fn", &bytes);
+    assert!(matches!(put(store, &key, &bytes).await, PutOutcome::Created { .. }));
+    let meta = store.head(&key.to_string()).await.expect("head").expect("the object exists");
+    assert_eq!(meta.key, key.to_string());
+    assert_eq!(meta.size, 4096);
+    assert!(meta.last_modified.is_some());
+    if let Some(checksum) = &meta.checksum_sha256 {
+        assert_eq!(checksum, &Sha256Hex::of_bytes(&bytes).to_base64());
+    }
+}
+
+async fn second_put_of_a_key_keeps_the_first_bytes(store: &impl Store) {
+    let first = noise(1000, 2);
+    let key = key_of("ci/", "fn", &first);
+    assert!(matches!(put(store, &key, &first).await, PutOutcome::Created { .. }));
+    // Other bytes under the same key (what a key conflict looks like to the store).
+    let other = noise(1500, 3);
+    assert_eq!(put(store, &key, &other).await, PutOutcome::AlreadyExists);
+    assert_eq!(read_all(store, &key.to_string()).await, first);
+    assert_eq!(store.head(&key.to_string()).await.expect("head").map(|m| m.size), Some(1000));
+}
+
+async fn concurrent_puts_of_one_key_store_it_once(store: &impl Store) {
+    let bytes = noise(64 * 1024, 4);
+    let key = key_of("", "race", &bytes);
+    let outcomes = join_all((0..16).map(|_| {
+        let staged = stage(store, &bytes);
+        let key = &key;
+        async move { store.put_if_absent(key, staged).await }
+    }))
+    .await;
+    let created = outcomes.iter().filter(|o| matches!(o, Ok(PutOutcome::Created { .. }))).count();
+    let existed = outcomes.iter().filter(|o| matches!(o, Ok(PutOutcome::AlreadyExists))).count();
+    assert_eq!((created, existed), (1, 15), "exactly one put stores the key: {outcomes:?}");
+    assert_eq!(read_all(store, &key.to_string()).await, bytes);
+}
+
+async fn list_returns_exactly_the_keys_under_a_prefix(store: &impl Store) {
+    let mut keys = Vec::new();
+    for (i, (prefix, function)) in [
+        ("p/", "fn"),
+        ("p/", "fn"),
+        ("p/", "fn-api"),
+        ("p/", "other"),
+        ("q/", "fn"),
+        ("p/deeper/", "fn"),
+        ("", "fn"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes = noise(100 + i, 10 + i as u64);
+        let key = key_of(prefix, function, &bytes);
+        put(store, &key, &bytes).await;
+        keys.push(key.to_string());
+    }
+    let listed = |prefix: &'static str, max| async move {
+        store.list(prefix, max).await.expect("list").into_iter().map(|m| m.key).collect::<BTreeSet<_>>()
+    };
+    let set = |idx: &[usize]| idx.iter().map(|&i| keys[i].clone()).collect::<BTreeSet<_>>();
+
+    // `lambda-fn-` is also the start of `lambda-fn-api-`: the store returns both, and callers
+    // that want one function's packages parse the keys (the sha256 has no `-`).
+    assert_eq!(listed("p/lambda-fn-", 100).await, set(&[0, 1, 2]));
+    assert_eq!(listed("p/lambda-fn-api-", 100).await, set(&[2]));
+    // Objects in deeper folders than the prefix's are not listed.
+    assert_eq!(listed("p/", 100).await, set(&[0, 1, 2, 3]));
+    assert_eq!(listed("", 100).await, set(&[6]));
+    assert_eq!(listed("p/deeper/", 100).await, set(&[5]));
+    assert!(listed("p/lambda-none-", 100).await.is_empty());
+    assert!(listed("nothing/", 100).await.is_empty());
+
+    let two = listed("p/lambda-fn-", 2).await;
+    assert_eq!(two.len(), 2, "at most `max` objects");
+    assert!(two.is_subset(&set(&[0, 1, 2])));
+
+    let meta = store.list("q/", 10).await.expect("list");
+    assert_eq!(meta.len(), 1);
+    assert_eq!(meta[0].size, 104);
+}
+
+async fn read_range_returns_the_requested_bytes(store: &impl Store) {
+    let bytes = noise(1000, 20);
+    let key = key_of("", "ranges", &bytes);
+    put(store, &key, &bytes).await;
+    let key = key.to_string();
+    let read = |range| {
+        let key = key.clone();
+        async move { store.read_range(&key, range).await.expect("read_range").to_vec() }
+    };
+    assert_eq!(read(ByteRange::Tail(22)).await, &bytes[978..]);
+    assert_eq!(read(ByteRange::Tail(1000)).await, bytes);
+    assert_eq!(read(ByteRange::Tail(5000)).await, bytes, "clamped to the object");
+    assert_eq!(read(ByteRange::Span { start: 10, end: 20 }).await, &bytes[10..20]);
+    assert_eq!(read(ByteRange::Span { start: 0, end: 1 }).await, &bytes[..1]);
+    assert_eq!(read(ByteRange::Span { start: 990, end: 2000 }).await, &bytes[990..], "clamped to the object");
+    assert!(read(ByteRange::Span { start: 1000, end: 1010 }).await.is_empty());
+    assert!(read(ByteRange::Span { start: 5, end: 5 }).await.is_empty());
+    assert!(read(ByteRange::Tail(0)).await.is_empty());
+}
+
+async fn get_streams_the_exact_bytes(store: &impl Store) {
+    // Several chunks of the stream, and a length that is no multiple of any buffer.
+    let bytes = noise(700 * 1024 + 13, 30);
+    let key = key_of("big/", "fn", &bytes);
+    put(store, &key, &bytes).await;
+    assert_eq!(read_all(store, &key.to_string()).await, bytes);
+}
+
+async fn missing_keys_are_absent_not_errors(store: &impl Store) {
+    let key = key_of("", "missing", b"never stored").to_string();
+    assert_eq!(store.head(&key).await.expect("head of a missing key"), None);
+    assert!(matches!(store.get(&key).await, Err(Error::NotFound)));
+    for range in
+        [ByteRange::Tail(10), ByteRange::Span { start: 0, end: 10 }, ByteRange::Span { start: 3, end: 3 }]
+    {
+        assert!(matches!(store.read_range(&key, range).await, Err(Error::NotFound)), "{range:?}");
+    }
+    assert!(store.list("lambda-missing-", 10).await.expect("list").is_empty());
+}
+
+async fn ready_is_ok(store: &impl Store) {
+    store.ready().await.expect("the store is ready");
+}
+
+/// One `#[tokio::test]` per backend and contract test.
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let env = super::LocalEnv::new();
+                    super::$name(&env.store).await;
+                    env.assert_staging_is_empty();
+                }
+            )*
+        }
+
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let bucket = crate::support::s3::TestBucket::shared().await;
+                    super::$name(&bucket.store()).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    put_new_then_head_sees_it,
+    second_put_of_a_key_keeps_the_first_bytes,
+    concurrent_puts_of_one_key_store_it_once,
+    list_returns_exactly_the_keys_under_a_prefix,
+    read_range_returns_the_requested_bytes,
+    get_streams_the_exact_bytes,
+    missing_keys_are_absent_not_errors,
+    ready_is_ok,
+);
+
+/// A local store in a temp directory.
+struct LocalEnv {
+    _dir: tempfile::TempDir,
+    store: LocalStore,
+}
+
+impl LocalEnv {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, swept) = LocalStore::open(dir.path()).expect("open the local store");
+        assert_eq!(swept, 0);
+        Self { _dir: dir, store }
+    }
+
+    #[track_caller]
+    fn assert_staging_is_empty(&self) {
+        let staging = self.store.root().join(STAGING_DIR);
+        let left: Vec<_> = std::fs::read_dir(&staging)
+            .expect("read .staging")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "temp files left in .staging: {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_failed_put_leaves_no_temp_file() {
+    let env = LocalEnv::new();
+    // A file where the key's folder should be: the publish step fails.
+    std::fs::write(env.store.root().join("blocked"), b"not a directory").expect("write");
+    let bytes = noise(100, 40);
+    let key = key_of("blocked/", "fn", &bytes);
+    let result = env.store.put_if_absent(&key, stage(&env.store, &bytes)).await;
+    assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
+    env.assert_staging_is_empty();
+    assert_eq!(env.store.head(&key.to_string()).await.expect("head"), None, "nothing stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stores_and_returns_the_sha256_checksum() {
+    let bucket = TestBucket::shared().await;
+    let store = bucket.store();
+    let bytes = noise(2048, 50);
+    let key = key_of("", "sum", &bytes);
+    put(&store, &key, &bytes).await;
+    let meta = store.head(&key.to_string()).await.expect("head").expect("exists");
+    assert_eq!(
+        meta.checksum_sha256.as_deref(),
+        Some(Sha256Hex::of_bytes(&bytes).to_base64().as_str()),
+        "HEAD with checksum mode returns the full-object SHA-256 sent with the PUT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_names_its_bucket_and_s3_urls() {
+    let bucket = TestBucket::shared().await;
+    let store = bucket.store();
+    let key = key_of("ci/", "fn", b"zip");
+    assert_eq!(store.bucket(), Some(bucket.name()));
+    assert_eq!(store.location(&key), format!("s3://{}/{key}", bucket.name()));
+    assert_eq!(store.staging_dir(), None);
+    assert_eq!(store.region(), Some(crate::support::s3::REGION));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_put_sends_the_staged_sha256_not_a_computed_one() {
+    let bucket = TestBucket::shared().await;
+    let store = bucket.store();
+    let bytes = noise(2048, 51);
+    let key = key_of("", "lie", &bytes);
+    // A staged file whose digest is wrong (a corrupted body, as S3 would see it).
+    let mut staged = stage(&store, &bytes);
+    let wrong = Sha256Hex::of_bytes(b"other bytes");
+    staged.sha256 = wrong;
+    match store.put_if_absent(&key, staged).await {
+        // A server that validates checksums (AWS S3) refuses the body, and stores nothing.
+        Err(Error::Backend(_)) => assert_eq!(bucket.keys().await, Vec::<String>::new()),
+        // moto does not validate, but keeps the checksum it was sent: ours, not the body's.
+        Ok(PutOutcome::Created { .. }) => {
+            let meta = store.head(&key.to_string()).await.expect("head");
+            assert_eq!(meta.and_then(|m| m.checksum_sha256), Some(wrong.to_base64()));
+        }
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_refuses_a_package_larger_than_one_put() {
+    let bucket = TestBucket::shared().await;
+    let store = bucket.store();
+    let bytes = noise(10, 60);
+    let key = key_of("", "huge", &bytes);
+    let mut staged = stage(&store, &bytes);
+    staged.size = MAX_SINGLE_PUT_BYTES + 1;
+    let err = store.put_if_absent(&key, staged).await.expect_err("too large");
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    let message = format!("{:?}", err);
+    assert!(message.contains("largest single S3 PUT"), "{message}");
+    assert!(bucket.keys().await.is_empty(), "nothing stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_list_follows_continuation_tokens() {
+    let bucket = TestBucket::shared().await;
+    let store = bucket.store();
+    let keys: Vec<ObjectKey> = (0..1005u64).map(|i| key_of("many/", "fn", &i.to_le_bytes())).collect();
+    // Straight through the SDK: 1,005 staged files would be slow and prove nothing more here.
+    for chunk in keys.chunks(64) {
+        join_all(chunk.iter().map(|key| {
+            store
+                .client()
+                .put_object()
+                .bucket(bucket.name())
+                .key(key.to_string())
+                .body(b"x".to_vec().into())
+                .send()
+        }))
+        .await
+        .into_iter()
+        .for_each(|r| {
+            r.expect("put");
+        });
+    }
+    assert_eq!(store.list("many/", 5000).await.expect("list").len(), 1005);
+    assert_eq!(store.list("many/", 1002).await.expect("list").len(), 1002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_is_unavailable_quickly_then_recovers() {
+    let mut server = tokio::task::spawn_blocking(MotoServer::start).await.expect("start moto");
+    let bucket = TestBucket::create(&server).await;
+    let store = bucket.store();
+    let bytes = noise(512, 70);
+    let key = key_of("", "outage", &bytes);
+    put(&store, &key, &bytes).await;
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .expect("stop moto");
+    let started = std::time::Instant::now();
+    let head = store.head(&key.to_string()).await;
+    assert!(matches!(head, Err(Error::Unavailable(_))), "{head:?}");
+    assert!(matches!(store.ready().await, Err(Error::Unavailable(_))));
+    let put_result = store.put_if_absent(&key, stage(&store, &bytes)).await;
+    assert!(matches!(put_result, Err(Error::Unavailable(_))), "{put_result:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "an outage is reported in seconds, not minutes: {:?}",
+        started.elapsed()
+    );
+
+    // Back (moto restarts empty): the same store works again, without a new client.
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .expect("restart moto");
+    bucket.recreate().await;
+    store.ready().await.expect("ready after the restart");
+    assert!(matches!(put(&store, &key, &bytes).await, PutOutcome::Created { .. }));
+    assert_eq!(bucket.keys().await, vec![key.to_string()]);
+    drop(bucket);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_denied_access_is_an_error_never_absent() {
+    let server =
+        tokio::task::spawn_blocking(MotoServer::start_with_auth).await.expect("start moto with auth");
+    let config = lambda_packager::config::S3StoreConfig {
+        bucket: "lp-denied".into(),
+        region: Some(crate::support::s3::REGION.into()),
+        endpoint: Some(server.endpoint()),
+        force_path_style: true,
+    };
+    let store = crate::support::s3::store_for(&config);
+    let bytes = noise(64, 80);
+    let key = key_of("", "denied", &bytes);
+    let head = store.head(&key.to_string()).await;
+    assert!(matches!(head, Err(Error::Denied(_))), "{head:?}");
+    let put_result = store.put_if_absent(&key, stage(&store, &bytes)).await;
+    assert!(matches!(put_result, Err(Error::Denied(_))), "{put_result:?}");
+    assert!(matches!(store.ready().await, Err(Error::Denied(_))));
+    assert!(matches!(store.list("", 10).await, Err(Error::Denied(_))));
+    drop(server);
+}
