@@ -21,8 +21,13 @@ struct Service {
 
 impl Service {
     fn start(store: &Path) -> Self {
+        Self::start_with(store, &[])
+    }
+
+    fn start_with(store: &Path, env: &[(&str, &Path)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lambda-packager"))
             .arg("serve")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .env("LAMBDA_PACKAGER_SERVER__LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_STORE__LOCAL__PATH", store)
@@ -145,4 +150,83 @@ fn kill_9_during_uploads_never_leaves_a_partial_package_or_a_surviving_temp_file
         runtime.block_on(http_request(service.addr, "POST", "/v1/functions/fn/package", &[], &bundle));
     assert!(status == 201 || status == 200, "{status}: {}", String::from_utf8_lossy(&body));
     assert_store_consistent(&store);
+}
+
+/// Peak resident memory of a process, from /proc, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn every_bad_input_over_http_stays_within_a_memory_budget_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, temp) = (dir.path().join("artifacts"), dir.path().join("tmp"));
+    let service = Service::start_with(&store, &[("LAMBDA_PACKAGER_PACK__TEMP_DIR", &temp)]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let uri = "/v1/functions/fn/package";
+    for (name, bytes, code) in crate::bad_input::bad_archives() {
+        let (ct, multipart) = crate::support::app::multipart(&[], &bytes);
+        for (how, headers, body) in
+            [("raw", vec![], bytes.clone()), ("multipart", vec![("content-type", ct.as_str())], multipart)]
+        {
+            // A hang guard, not a speed goal: every refusal comes back, and soon.
+            let answer = runtime.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    http_request(service.addr, "POST", uri, &headers, &body),
+                )
+                .await
+            });
+            let (status, _, body) = answer.unwrap_or_else(|_| panic!("{how} {name}: no answer within 30 s"));
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+            assert!((400..500).contains(&status), "{how} {name}: {status}");
+            assert_eq!(v["error"]["code"], code, "{how} {name}");
+        }
+    }
+    // The bombs decompress to 40 MB and the uploads are spooled to disk, never held in memory.
+    let peak = peak_rss_kib(service.child.id());
+    eprintln!("peak RSS of the service after every bad input: {peak} KiB");
+    assert!(peak < 256 * 1024, "peak RSS {peak} KiB over the 256 MiB budget");
+    let stored: Vec<_> =
+        files_under(&store).into_iter().filter(|p| !p.starts_with(store.join(".staging"))).collect();
+    assert!(stored.is_empty(), "objects stored for bad input: {stored:?}");
+    assert!(files_under(&store.join(".staging")).is_empty(), "staging files left");
+    assert!(files_under(&temp).is_empty(), "temp files left");
+}
+
+#[test]
+fn sigterm_with_an_upload_in_flight_drains_it_and_exits_0() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut service = Service::start(&dir.path().join("artifacts"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let bundle = crate::golden::mixed().tar_gz();
+    let addr = service.addr;
+    let mut stream = runtime.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "POST /v1/functions/fn/package HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            bundle.len()
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        s.write_all(&bundle[..1000]).await.expect("part of the body");
+        s
+    });
+    // Once the request is being served, ask the process to stop.
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill").arg("-TERM").arg(service.child.id().to_string()).status().expect("kill");
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _, body) = runtime.block_on(async {
+        stream.write_all(&bundle[1000..]).await.expect("rest of the body");
+        crate::support::app::read_response(&mut stream).await
+    });
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let exit = service.child.wait().expect("exit status");
+    assert!(exit.success(), "{exit:?}");
+    assert!(std::net::TcpStream::connect(addr).is_err(), "no longer listening");
 }
