@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::extract::{function_name, request_prefix};
 use super::state::AppState;
 use crate::package::manifest::{self, ManifestEntry};
-use crate::store::key::{FunctionName, KeyPrefix, ObjectKey};
+use crate::store::key::ObjectKey;
 use crate::store::{ByteRange, ObjectMeta, Store};
 
 /// Most objects of one function the list endpoint reads before sorting.
@@ -115,9 +116,7 @@ pub async fn list_artifacts(
     Path(function): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ArtifactList>, ApiError> {
-    let function: FunctionName = function.parse().map_err(|e: crate::store::key::KeyError| {
-        ApiError::BadRequest { code: "invalid_function_name", message: e.to_string() }
-    })?;
+    let function = function_name(&function)?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest {
@@ -126,17 +125,7 @@ pub async fn list_artifacts(
         });
     }
     let mut prefix = state.publisher.prefix().clone();
-    if let Some(p) = params.prefix.as_deref().filter(|p| !p.is_empty()) {
-        if !state.settings.allow_request_prefix {
-            return Err(ApiError::Forbidden {
-                code: "prefix_not_allowed",
-                message: "this server does not allow per-request key prefixes".into(),
-            });
-        }
-        let p: KeyPrefix = p.parse().map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-            code: "invalid_prefix",
-            message: e.to_string(),
-        })?;
+    if let Some(p) = request_prefix(&state.settings, params.prefix.as_deref())? {
         prefix = prefix
             .join(&p)
             .map_err(|e| ApiError::BadRequest { code: "invalid_prefix", message: e.to_string() })?;

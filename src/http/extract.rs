@@ -15,10 +15,38 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::error::ApiError;
+use super::state::ApiSettings;
 use crate::source::Selection;
+use crate::store::key::{FunctionName, KeyPrefix};
 
 /// Largest JSON request body.
 const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// The `{function}` path segment, validated.
+pub(crate) fn function_name(raw: &str) -> Result<FunctionName, ApiError> {
+    raw.parse().map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
+        code: "invalid_function_name",
+        message: e.to_string(),
+    })
+}
+
+/// A request's own key prefix (`?prefix=`), which only an operator's permission makes usable.
+pub(crate) fn request_prefix(
+    settings: &ApiSettings,
+    raw: Option<&str>,
+) -> Result<Option<KeyPrefix>, ApiError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(_) if !settings.allow_request_prefix => Err(ApiError::Forbidden {
+            code: "prefix_not_allowed",
+            message: "this server does not allow per-request key prefixes".into(),
+        }),
+        Some(p) => p.parse().map(Some).map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
+            code: "invalid_prefix",
+            message: e.to_string(),
+        }),
+    }
+}
 
 /// Options of a package request, from the query string and multipart text fields.
 #[derive(Debug, Default)]

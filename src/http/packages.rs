@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{PackageOptions, Upload, read_body};
+use super::extract::{PackageOptions, Upload, function_name, read_body, request_prefix};
 use super::state::AppState;
 use crate::publish::{GitInput, Input, Outcome, PublishRequest, Published};
 use crate::source::git::{GitRequest, GitRevision};
 use crate::store::Store;
-use crate::store::key::{FunctionName, KeyPrefix};
+use crate::store::key::FunctionName;
 
 /// Where the package is, in the shape of CloudFormation's `AWS::Lambda::Function` `Code`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -184,9 +184,7 @@ pub async fn create_package(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<(StatusCode, Json<PackageResponse>), ApiError> {
-    let function: FunctionName = function.parse().map_err(|e: crate::store::key::KeyError| {
-        ApiError::BadRequest { code: "invalid_function_name", message: e.to_string() }
-    })?;
+    let function = function_name(&function)?;
     let mut options = PackageOptions::from_query(query.as_deref())?;
     let publisher = &state.publisher;
     let upload =
@@ -195,19 +193,7 @@ pub async fn create_package(
         Upload::Archive(file) => Input::Archive(file),
         Upload::Json(value) => git_input(&state, value, &mut options)?,
     };
-    let prefix = match options.prefix.as_deref() {
-        None | Some("") => None,
-        Some(_) if !state.settings.allow_request_prefix => {
-            return Err(ApiError::Forbidden {
-                code: "prefix_not_allowed",
-                message: "this server does not allow per-request key prefixes".into(),
-            });
-        }
-        Some(p) => Some(
-            p.parse::<KeyPrefix>()
-                .map_err(|e| ApiError::BadRequest { code: "invalid_prefix", message: e.to_string() })?,
-        ),
-    };
+    let prefix = request_prefix(&state.settings, options.prefix.as_deref())?;
     let published = publisher
         .publish(PublishRequest {
             function: function.clone(),
