@@ -179,6 +179,20 @@ async fn a_conditional_request_conflict_on_the_first_put_is_retried_after_a_back
     faulty.proxy.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_request_conflict_that_outlasts_the_backoff_answers_503_with_retry_after() {
+    let faulty = Faulty::new().await;
+    let app = faulty.replica();
+    faulty.proxy.inject(Kind::Put, .., Fault::CONDITIONAL_CONFLICT);
+
+    // Another write to the key is still in flight: "retry later", not a store failure.
+    assert_unavailable(&faulty.post(&app).await);
+    faulty.assert_nothing_stored().await;
+    // The first PUT and the store's five retries (100 ms doubling to 1.6 s).
+    faulty.assert_seen(Kind::Put, 6);
+    faulty.proxy.stop().await;
+}
+
 /// `then_409` is what S3 may answer while the lost write is still finishing.
 #[rstest]
 #[case::then_412(false)]
