@@ -163,7 +163,7 @@ impl FaultProxy {
         };
         let last = match numbers.end_bound() {
             Bound::Included(&n) => n,
-            Bound::Excluded(&n) => n - 1,
+            Bound::Excluded(&n) => n.saturating_sub(1),
             Bound::Unbounded => u32::MAX,
         };
         self.shared.rules.lock().unwrap_or_else(|p| p.into_inner()).push(Rule { kind, first, last, fault });
