@@ -129,25 +129,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding server.admin_listen {}", config.server.admin_listen))?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
+    let signal = shutdown_signal()?;
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("signal received");
         trigger.cancel();
     });
     serve(&config, state, api, admin, shutdown).await
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// Installs the SIGTERM and SIGINT handlers now, before `serve` logs "listening": until a
+/// handler exists, a signal's default action kills the process instead of draining it. Returns
+/// a future that ends at the first signal.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
+    })
 }

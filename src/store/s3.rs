@@ -8,7 +8,8 @@
 //! The SDK's errors end here: [`ResultExt::convert_errors`] (over [`Failure::of`], the one place
 //! that reads status codes and error codes) turns them into [`store::Error`](super::Error). A 403
 //! is [`Error::Denied`], never "absent"; a store that cannot be reached, times out, throttles or
-//! answers 5xx after the SDK's retries is [`Error::Unavailable`].
+//! answers 5xx after the SDK's retries, or still answers 409 `ConditionalRequestConflict` after
+//! ours, is [`Error::Unavailable`].
 //!
 //! The HTTP client is built here (hyper 1 + rustls with ring), because the SDK's default client
 //! is disabled to keep the dependency tree lean; the SDK refuses to send anything without one.
@@ -306,11 +307,12 @@ where
         self.map_err(|err| match Failure::of(&err) {
             Failure::NotFound => Error::NotFound,
             Failure::Denied => Error::Denied(Box::new(err)),
-            Failure::Unavailable => Error::Unavailable(Box::new(err)),
-            Failure::PreconditionFailed
-            | Failure::ConditionalConflict
-            | Failure::InvalidRange
-            | Failure::Other => Error::Backend(Box::new(err)),
+            // A conflict still there after `put_if_absent`'s retries is another write to the key
+            // in flight: S3 says to retry, so the caller should too.
+            Failure::Unavailable | Failure::ConditionalConflict => Error::Unavailable(Box::new(err)),
+            Failure::PreconditionFailed | Failure::InvalidRange | Failure::Other => {
+                Error::Backend(Box::new(err))
+            }
         })
     }
 }
@@ -538,6 +540,10 @@ mod tests {
         assert!(matches!(convert(service(404, None)), Err(Error::NotFound)));
         assert!(matches!(convert(service(403, None)), Err(Error::Denied(_))));
         assert!(matches!(convert(service(503, Some("SlowDown"))), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            convert(service(409, Some("ConditionalRequestConflict"))),
+            Err(Error::Unavailable(_))
+        ));
         assert!(matches!(convert(service(400, Some("BadDigest"))), Err(Error::Backend(_))));
     }
 }

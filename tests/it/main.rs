@@ -15,5 +15,6 @@ mod golden;
 mod properties;
 mod push;
 mod s3_credentials;
+mod s3_faults;
 mod store_contract;
 mod support;

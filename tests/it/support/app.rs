@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
-use lambda_packager::config::Config;
+use lambda_packager::config::{Config, S3StoreConfig};
 use lambda_packager::http::{self, AppState};
 use lambda_packager::server;
+use lambda_packager::store::Backend;
+use lambda_packager::store::s3::S3Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -66,15 +68,20 @@ impl TestApp {
 
     /// An app whose store is `bucket` on the S3 test server (with the harness's credentials).
     pub async fn on_s3(bucket: &super::s3::TestBucket, edit: impl FnOnce(&mut Config)) -> Self {
+        Self::on_s3_store(bucket.config(), bucket.store(), edit)
+    }
+
+    /// An app on `store`, an S3 store the test built for `s3` (e.g. through a fault proxy, with
+    /// its own retries and timeouts).
+    pub fn on_s3_store(s3: S3StoreConfig, store: S3Store, edit: impl FnOnce(&mut Config)) -> Self {
         let dirs = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.store.backend = lambda_packager::config::StoreKind::S3;
-        config.store.s3 = bucket.config();
+        config.store.s3 = s3;
         config.pack.temp_dir = Some(dirs.path().join("tmp"));
         config.pack.workers = 4.try_into().expect("nonzero");
         edit(&mut config);
-        let store = lambda_packager::store::Backend::S3(bucket.store());
-        let state = server::state_for(&config, store).expect("the app starts");
+        let state = server::state_for(&config, Backend::S3(store)).expect("the app starts");
         Self { state, config, _dirs: dirs }
     }
 

@@ -1,8 +1,9 @@
 //! Shared test support: fixture trees in every input form, packing helpers, zip readers, and the
-//! S3-compatible test server (`s3`).
+//! S3-compatible test server (`s3`) and a fault-injecting proxy in front of it (`fault_proxy`).
 
 pub mod app;
 pub mod archive;
+pub mod fault_proxy;
 pub(crate) mod git_http;
 pub(crate) mod git_repo;
 pub mod s3;

@@ -14,8 +14,8 @@
 //! - [`TestBucket::shared()`] (on the shared server) / [`TestBucket::create(&server)`]: a fresh,
 //!   randomly named bucket, emptied and deleted on drop. [`TestBucket::config`] is its
 //!   `S3StoreConfig` (endpoint, path-style), [`TestBucket::store`] an `S3Store` for it,
-//!   [`TestBucket::keys`] the keys it holds, [`TestBucket::recreate`] creates it again after a
-//!   restart.
+//!   [`TestBucket::keys`] the keys it holds, [`TestBucket::objects`] their bytes,
+//!   [`TestBucket::recreate`] creates it again after a restart.
 //! - [`store_for`] builds an `S3Store` for any `S3StoreConfig` with the harness's credentials and
 //!   [`test_settings`] (short timeouts, so an outage fails in seconds, not minutes).
 //! - [`watched`] / [`stop_watched`]: run any other process (the service binary) the same way.
@@ -29,6 +29,7 @@
 //! pipe: when the test binary exits, however it exits (even SIGKILL), the pipe closes, `read`
 //! returns and the watchdog kills moto. Nothing outlives the tests.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
@@ -293,6 +294,18 @@ impl TestBucket {
     /// Every key in the bucket, sorted.
     pub async fn keys(&self) -> Vec<String> {
         keys_of(&self.store(), &self.name).await.expect("listing the test bucket")
+    }
+
+    /// Every object in the bucket (key → bytes), read straight from the server.
+    pub async fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        let store = self.store();
+        let mut objects = BTreeMap::new();
+        for key in keys_of(&store, &self.name).await.expect("listing the test bucket") {
+            let object = store.client().get_object().bucket(&self.name).key(&key).send().await;
+            let body = object.unwrap_or_else(|e| panic!("reading {key}: {e:?}")).body.collect().await;
+            objects.insert(key, body.expect("the object's bytes").to_vec());
+        }
+        objects
     }
 }
 
