@@ -225,7 +225,12 @@ fn prepare(tree: &SourceTree, entry: &Entry, buf: &mut [u8]) -> Result<PreparedZ
     let deflated = compress(tree, entry, Method::Deflate, buf)?;
     match method_for(deflated.uncompressed_size(), deflated.compressed_size()) {
         Method::Deflate => Ok(deflated),
-        Method::Store => compress(tree, entry, Method::Store, buf),
+        Method::Store => {
+            // Free the deflated copy first: for a large incompressible file (a model, a wheel)
+            // holding both would double the packer's peak memory (BENCHMARKS.md, memory).
+            drop(deflated);
+            compress(tree, entry, Method::Store, buf)
+        }
     }
 }
 
