@@ -321,7 +321,7 @@ impl PackArgs {
         let input = if let Some((git, _)) = git {
             Input::Git(git)
         } else if self.source.as_deref() == Some("-") {
-            Input::Archive(spool_stdin(&limits)?)
+            Input::Archive(spool_stdin(&limits)?.into())
         } else {
             let path = Path::new(self.source.as_deref().unwrap_or_default());
             let meta = std::fs::metadata(path)
@@ -329,7 +329,9 @@ impl PackArgs {
             if meta.is_dir() {
                 Input::Directory(path.to_owned())
             } else {
-                Input::Archive(File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?)
+                Input::Archive(
+                    File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?.into(),
+                )
             }
         };
         let options = PackOptions {

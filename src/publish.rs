@@ -5,25 +5,25 @@
 //! `POST /v1/functions/{function}/package`. No HTTP type appears here.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::io::{self, Read, Seek, Write};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::blocking::{BlockingPool, PoolError};
-use crate::package::{self, CancelFlag, Limits, PackOptions, Packed};
+use crate::package::{self, CancelFlag, Limits, MEMORY_SPOOL_BYTES, PackOptions, Packed, SourceTree};
 use crate::source::git::{GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection, SourceFormat};
 use crate::store::key::{FunctionName, KeyError, KeyPrefix, ObjectKey};
-use crate::store::{self, Backend, ObjectMeta, PutOutcome, Staged, Store};
+use crate::store::{self, Backend, ObjectMeta, PutOutcome, Staged, StagedBytes, Store};
 
 /// Where the source tree comes from.
 #[derive(Debug)]
 pub enum Input {
     /// A local directory (CLI only: the service never reads its own disk on request).
     Directory(PathBuf),
-    /// An archive file (tar, tar.gz or zip, detected from its bytes).
-    Archive(File),
+    /// An archive (tar, tar.gz or zip, detected from its bytes), in memory or in a file.
+    Archive(source::ArchiveBytes),
     /// A directory of a commit of an allow-listed git remote.
     Git(GitInput),
 }
@@ -71,32 +71,66 @@ pub struct Built {
     pub git: Option<GitRevision>,
 }
 
-/// Decodes `input`, applies `selection` and writes the canonical zip into `out`.
+/// A decoded input: the tree to pack and where it came from.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The files, in canonical order.
+    pub tree: SourceTree,
+    /// The detected input format.
+    pub format: SourceFormat,
+    /// For git input: the remote, the ref and the commit it resolved to.
+    pub git: Option<GitRevision>,
+}
+
+/// Decodes `input` and applies `selection`; archive and git contents go to a spool that stays
+/// in memory when small, else to an unlinked temp file in `spool_dir`.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
-pub fn build(
+pub fn decode(
+    input: Input,
+    selection: &Selection,
+    limits: &Limits,
+    spool_dir: Option<&Path>,
+) -> Result<Decoded, Error> {
+    Ok(match input {
+        Input::Directory(dir) => Decoded {
+            tree: source::from_directory(&dir, selection, limits)?,
+            format: SourceFormat::Directory,
+            git: None,
+        },
+        Input::Archive(bytes) => {
+            let (format, tree) = source::from_archive(bytes, selection, limits, spool_dir)?;
+            Decoded { tree, format, git: None }
+        }
+        Input::Git(git) => {
+            let (revision, tree) = source::from_git(&git.source, &git.request, selection, limits, spool_dir)?;
+            Decoded { tree, format: SourceFormat::Git, git: Some(revision) }
+        }
+    })
+}
+
+/// Decodes `input`, applies `selection` and writes the canonical zip into `out` (empty).
+///
+/// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
+pub fn build<W: Read + Write + Seek>(
     input: Input,
     selection: &Selection,
     limits: &Limits,
     options: &PackOptions,
     spool_dir: Option<&Path>,
-    out: &mut File,
+    out: &mut W,
 ) -> Result<Built, Error> {
-    let (format, tree, git) = match input {
-        Input::Directory(dir) => {
-            (SourceFormat::Directory, source::from_directory(&dir, selection, limits)?, None)
-        }
-        Input::Archive(file) => {
-            let (format, tree) = source::from_archive(file, selection, limits, spool_dir)?;
-            (format, tree, None)
-        }
-        Input::Git(git) => {
-            let (revision, tree) = source::from_git(&git.source, &git.request, selection, limits, spool_dir)?;
-            (SourceFormat::Git, tree, Some(revision))
-        }
-    };
+    let Decoded { tree, format, git } = decode(input, selection, limits, spool_dir)?;
     let packed = package::pack(&tree, options, out)?;
     Ok(Built { packed, format, git })
+}
+
+/// An upper bound of the zip size of `tree`: its bytes (an entry is never larger than its file,
+/// since it is stored when deflate does not shrink it) plus the largest headers per entry
+/// (local and central, each with the path; ZIP64 fields) and the end records.
+fn zip_size_bound(tree: &SourceTree) -> u64 {
+    let headers: u64 = tree.entries().iter().map(|e| 2 * e.path.as_str().len() as u64 + 150).sum();
+    tree.total_bytes() + headers + 200
 }
 
 /// Why publishing a package failed (building it, or storing it).
@@ -267,17 +301,25 @@ impl Publisher {
         let (limits, spool_dir) = (self.limits, self.temp_dir.clone());
         let options = PackOptions { threads: self.threads, cancel };
         let started = std::time::Instant::now();
-        let (file, built) = self
+        let (data, built) = self
             .pool
             .run(move || -> Result<_, PublishError> {
-                let mut file = match &staging_dir {
-                    Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
-                    None => tempfile::Builder::new().prefix("lambda-packager-").tempfile(),
-                }
-                .map_err(PublishError::Staging)?;
-                let built =
-                    build(input, &selection, &limits, &options, spool_dir.as_deref(), file.as_file_mut())?;
-                Ok((file, built))
+                let Decoded { tree, format, git } = decode(input, &selection, &limits, spool_dir.as_deref())?;
+                // Small packages are built in memory: no temp file unless a local store keeps it.
+                let (data, packed) = if zip_size_bound(&tree) <= MEMORY_SPOOL_BYTES as u64 {
+                    let mut out = io::Cursor::new(Vec::new());
+                    let packed = package::pack(&tree, &options, &mut out).map_err(Error::from)?;
+                    (StagedBytes::Memory(out.into_inner().into()), packed)
+                } else {
+                    let mut file = match &staging_dir {
+                        Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
+                        None => tempfile::Builder::new().prefix("lambda-packager-").tempfile(),
+                    }
+                    .map_err(PublishError::Staging)?;
+                    let packed = package::pack(&tree, &options, file.as_file_mut()).map_err(Error::from)?;
+                    (StagedBytes::File(file), packed)
+                };
+                Ok((data, Built { packed, format, git }))
             })
             .await??;
         let format = built.format.as_str();
@@ -307,7 +349,7 @@ impl Publisher {
         if dry_run {
             return Ok(published(Outcome::DryRun { exists: false }, None));
         }
-        let staged = Staged { file, size: built.packed.size, sha256: built.packed.sha256 };
+        let staged = Staged { data, size: built.packed.size, sha256: built.packed.sha256 };
         match self.store.put_if_absent(&key, staged).await? {
             PutOutcome::Created { version_id } => {
                 metrics::counter!("packages_created_total").increment(1);

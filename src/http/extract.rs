@@ -16,7 +16,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::ApiError;
 use super::state::ApiSettings;
-use crate::source::Selection;
+use crate::package::MEMORY_SPOOL_BYTES;
+use crate::source::{ArchiveBytes, Selection};
 use crate::store::key::{FunctionName, KeyPrefix};
 
 /// Largest JSON request body.
@@ -109,8 +110,8 @@ impl PackageOptions {
 /// What the body of a package request carries.
 #[derive(Debug)]
 pub(crate) enum Upload {
-    /// An archive in an unlinked temp file.
-    Archive(File),
+    /// An archive, in memory when small, else in an unlinked temp file.
+    Archive(ArchiveBytes),
     /// A JSON document (git source requests).
     Json(serde_json::Value),
 }
@@ -146,30 +147,51 @@ async fn temp_file(dir: Option<&Path>) -> Result<File, ApiError> {
     .map_err(|e| ApiError::Internal(format!("creating an upload file: {e}")))
 }
 
-/// Streams chunks into a new unlinked temp file.
+/// Collects chunks in memory up to [`MEMORY_SPOOL_BYTES`], and into a new unlinked temp file
+/// beyond: small bundles (the common case) never touch the file system.
 async fn spool<S, E>(
     mut chunks: S,
     dir: Option<&Path>,
     max: u64,
     chunk_error: impl Fn(E) -> ApiError,
-) -> Result<File, ApiError>
+) -> Result<ArchiveBytes, ApiError>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
 {
-    let file = temp_file(dir).await?;
-    let copy = file.try_clone().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(copy));
+    let write_error = |e: std::io::Error| ApiError::Internal(format!("writing the upload: {e}"));
+    let mut memory = Vec::new();
     let mut total = 0u64;
+    let mut on_disk = None;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(&chunk_error)?;
         total += chunk.len() as u64;
         if total > max {
             return Err(ApiError::PayloadTooLarge { max });
         }
-        writer.write_all(&chunk).await.map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+        if on_disk.is_none() && memory.len() + chunk.len() <= MEMORY_SPOOL_BYTES {
+            memory.extend_from_slice(&chunk);
+            continue;
+        }
+        let (_, writer) = match &mut on_disk {
+            Some(open) => open,
+            None => {
+                let file = temp_file(dir).await?;
+                let copy = file.try_clone().map_err(|e| ApiError::Internal(e.to_string()))?;
+                let mut writer =
+                    tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(copy));
+                writer.write_all(&std::mem::take(&mut memory)).await.map_err(write_error)?;
+                on_disk.insert((file, writer))
+            }
+        };
+        writer.write_all(&chunk).await.map_err(write_error)?;
     }
-    writer.flush().await.map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
-    Ok(file)
+    match on_disk {
+        Some((file, mut writer)) => {
+            writer.flush().await.map_err(write_error)?;
+            Ok(ArchiveBytes::File(file))
+        }
+        None => Ok(memory.into()),
+    }
 }
 
 /// Reads the body of a package request, adding multipart text fields to `options`.

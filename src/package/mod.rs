@@ -27,7 +27,6 @@ pub mod manifest;
 pub mod tree;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +39,9 @@ use zip::write::{PreparedZipFile, ZipFileBuilder};
 pub use self::canonical::FORMAT_VERSION;
 pub use self::digest::Sha256Hex;
 pub use self::limits::Limits;
-pub use self::tree::{Content, Entry, EntryPath, Mode, PathError, SourceTree, Spool, SpoolWriter, TreeError};
+pub use self::tree::{
+    Content, Entry, EntryPath, MEMORY_SPOOL_BYTES, Mode, PathError, SourceTree, Spool, SpoolWriter, TreeError,
+};
 
 use self::canonical::{Method, entry_options, method_for};
 
@@ -135,17 +136,22 @@ impl Packed {
     }
 }
 
-/// Writes the canonical zip of `tree` into `out` (truncated first), then hashes the finished
-/// file.
+/// Writes the canonical zip of `tree` into `out`, which must be empty (a new temp file, or a
+/// buffer in memory), then hashes the finished bytes.
 ///
-/// The digest is computed by reading the file back after the zip is complete, never from the
+/// The digest is computed by reading the output back after the zip is complete, never from the
 /// writer's stream: a zip writer may seek back to patch headers, and the key must name the bytes
 /// that are actually stored.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
-pub fn pack(tree: &SourceTree, options: &PackOptions, out: &mut File) -> Result<Packed, Error> {
-    out.set_len(0).map_err(Error::Write)?;
-    out.seek(SeekFrom::Start(0)).map_err(Error::Write)?;
+pub fn pack<W: Read + Write + Seek>(
+    tree: &SourceTree,
+    options: &PackOptions,
+    out: &mut W,
+) -> Result<Packed, Error> {
+    if out.seek(SeekFrom::End(0)).map_err(Error::Write)? != 0 {
+        return Err(Error::Write(io::Error::new(io::ErrorKind::InvalidInput, "the output is not empty")));
+    }
     {
         let mut zip = ZipWriter::new(Positioned::new(BufWriter::with_capacity(256 * 1024, &mut *out)));
         write_entries(tree, options, &mut zip)?;
@@ -379,5 +385,44 @@ mod parallel {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> SourceTree {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        SourceTree::from_memory([
+            ("a.py", Mode::Regular, &b"print('hello')\n".repeat(100)[..]),
+            ("bin/run", Mode::Executable, b"#!/bin/sh\nexec python3 a.py\n"),
+            ("empty", Mode::Regular, b""),
+            ("noise.bin", Mode::Regular, &big[..]),
+        ])
+        .expect("valid tree")
+    }
+
+    #[test]
+    fn packing_into_memory_or_into_a_file_gives_the_same_bytes() {
+        let tree = tree();
+        let mut memory = io::Cursor::new(Vec::new());
+        let in_memory = pack(&tree, &PackOptions::default(), &mut memory).expect("packs into memory");
+        let mut file = tempfile::tempfile().expect("temp file");
+        let in_file = pack(&tree, &PackOptions::default(), &mut file).expect("packs into a file");
+        let mut file_bytes = Vec::new();
+        file.seek(SeekFrom::Start(0)).expect("rewind");
+        file.read_to_end(&mut file_bytes).expect("read back");
+        assert_eq!(in_memory, in_file);
+        assert_eq!(memory.into_inner(), file_bytes);
+        assert_eq!(in_file.sha256, Sha256Hex::of_bytes(&file_bytes));
+    }
+
+    #[test]
+    fn packing_refuses_an_output_that_is_not_empty() {
+        let mut out = io::Cursor::new(b"stale bytes".to_vec());
+        let err = pack(&tree(), &PackOptions::default(), &mut out).expect_err("must not append to old bytes");
+        assert!(matches!(err, Error::Write(e) if e.kind() == io::ErrorKind::InvalidInput));
+        assert_eq!(out.into_inner(), b"stale bytes", "the output is left untouched");
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -206,29 +206,70 @@ pub enum TreeError {
     Empty,
 }
 
+/// Contents up to this many bytes stay in memory; a larger spool rolls over to a temp file.
+///
+/// Small bundles are the common case of a CI service: keeping them off the file system saves a
+/// temp-file create and unlink per request (on a journal-less ext4, inode allocation after many
+/// recent deletes dominated a 100 KB request's CPU time, BENCHMARKS.md). With one spool per
+/// running pack, memory stays bounded by `pack.workers` x this.
+pub const MEMORY_SPOOL_BYTES: usize = 1024 * 1024;
+
 /// Temporary storage for file contents taken out of an archive or a git repository.
 ///
-/// One unlinked temp file per tree: contents are appended while the input is decoded and read
-/// back by offset (`pread`) by the packing threads. The file disappears when the last reference
-/// is dropped, whatever happens, so a failed request leaves nothing behind.
+/// One per tree: contents are appended while the input is decoded and read back by offset
+/// (`pread` on a file) by the packing threads. Up to [`MEMORY_SPOOL_BYTES`] it is a buffer in
+/// memory; beyond, an unlinked temp file. Either way it disappears when the last reference is
+/// dropped, whatever happens, so a failed request leaves nothing behind.
 #[derive(Debug, Clone)]
-pub struct Spool(Arc<File>);
+pub struct Spool(Arc<SpoolData>);
+
+#[derive(Debug)]
+enum SpoolData {
+    Memory(Box<[u8]>),
+    File(File),
+}
+
+impl Spool {
+    /// Reads bytes at `offset`, like `pread`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match &*self.0 {
+            SpoolData::Memory(bytes) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let n = buf.len().min(bytes.len() - start);
+                buf[..n].copy_from_slice(&bytes[start..start + n]);
+                Ok(n)
+            }
+            SpoolData::File(file) => file.read_at(buf, offset),
+        }
+    }
+
+    /// Whether the contents went to a temp file (more than [`MEMORY_SPOOL_BYTES`]).
+    pub fn is_on_disk(&self) -> bool {
+        matches!(&*self.0, SpoolData::File(_))
+    }
+}
 
 /// Appends contents to a new [`Spool`].
 #[derive(Debug)]
 pub struct SpoolWriter {
-    file: BufWriter<File>,
+    file: BufWriter<tempfile::SpooledTempFile>,
     len: u64,
 }
 
 impl SpoolWriter {
-    /// Creates an unlinked temp file in `dir`, or in the system temp directory.
+    /// Creates a spool that rolls over to an unlinked temp file in `dir` (or the system temp
+    /// directory) once it holds more than [`MEMORY_SPOOL_BYTES`].
     pub fn new_in(dir: Option<&Path>) -> io::Result<Self> {
+        Self::with_memory_limit(dir, MEMORY_SPOOL_BYTES)
+    }
+
+    /// Like [`SpoolWriter::new_in`] with another memory limit (0: always a file).
+    pub fn with_memory_limit(dir: Option<&Path>, memory: usize) -> io::Result<Self> {
         let file = match dir {
-            Some(dir) => tempfile::tempfile_in(dir)?,
-            None => tempfile::tempfile()?,
+            Some(dir) => tempfile::spooled_tempfile_in(memory, dir),
+            None => tempfile::spooled_tempfile(memory),
         };
-        Ok(Self { file: BufWriter::with_capacity(256 * 1024, file), len: 0 })
+        Ok(Self { file: BufWriter::with_capacity(64 * 1024, file), len: 0 })
     }
 
     /// Appends everything `reader` yields; returns the offset and the number of bytes.
@@ -259,8 +300,14 @@ impl SpoolWriter {
 
     /// Flushes and turns the writer into a readable spool.
     pub fn finish(self) -> io::Result<Spool> {
-        let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
-        Ok(Spool(Arc::new(file)))
+        let spooled = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        let data = match spooled.into_inner() {
+            tempfile::SpooledData::InMemory(cursor) => {
+                SpoolData::Memory(cursor.into_inner().into_boxed_slice())
+            }
+            tempfile::SpooledData::OnDisk(file) => SpoolData::File(file),
+        };
+        Ok(Spool(Arc::new(data)))
     }
 }
 
@@ -271,8 +318,8 @@ pub enum ContentReader {
     File(File),
     /// A range of the spool.
     Spooled {
-        /// The spool file.
-        spool: Arc<File>,
+        /// The spool.
+        spool: Spool,
         /// Next offset to read.
         pos: u64,
         /// End offset (exclusive).
@@ -374,11 +421,7 @@ impl SourceTree {
                     .spool
                     .as_ref()
                     .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tree has no spool"))?;
-                Ok(ContentReader::Spooled {
-                    spool: Arc::clone(&spool.0),
-                    pos: *offset,
-                    end: offset + entry.size,
-                })
+                Ok(ContentReader::Spooled { spool: spool.clone(), pos: *offset, end: offset + entry.size })
             }
         }
     }
@@ -483,5 +526,26 @@ mod tests {
         assert_eq!(read(0), b"hello");
         assert_eq!(read(1), b"");
         assert_eq!(read(2), b"world!");
+    }
+
+    #[test]
+    fn a_spool_stays_in_memory_up_to_its_limit_then_rolls_to_disk_with_the_same_bytes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+        let mut spools = Vec::new();
+        for limit in [usize::MAX, 10_000, 0] {
+            let mut writer = SpoolWriter::with_memory_limit(Some(dir.path()), limit).expect("spool");
+            let offsets: Vec<u64> = chunks.iter().map(|c| writer.append_bytes(c).expect("append")).collect();
+            let spool = writer.finish().expect("finish");
+            for (chunk, offset) in chunks.iter().zip(&offsets) {
+                let mut back = vec![0u8; chunk.len()];
+                assert_eq!(spool.read_at(&mut back, *offset).expect("read"), chunk.len());
+                assert_eq!(&back, chunk, "limit {limit}, offset {offset}");
+            }
+            spools.push(spool);
+        }
+        assert!(!spools[0].is_on_disk(), "46 KB under an unlimited budget stays in memory");
+        assert!(spools[1].is_on_disk() && spools[2].is_on_disk(), "over the limit goes to a file");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0, "spool files are unlinked");
     }
 }

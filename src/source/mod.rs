@@ -358,18 +358,68 @@ fn is_tar_header(head: &[u8]) -> bool {
     sum == stored
 }
 
-/// Decodes an archive file (tar, tar.gz or zip, detected from its bytes) into a tree.
+/// An archive's bytes: in memory when small (see [`crate::package::MEMORY_SPOOL_BYTES`]), else a
+/// file (an unlinked temp file for uploads).
+#[derive(Debug)]
+pub enum ArchiveBytes {
+    /// The whole archive in memory.
+    Memory(io::Cursor<Vec<u8>>),
+    /// A file holding the archive.
+    File(File),
+}
+
+impl ArchiveBytes {
+    /// Total length in bytes.
+    fn len(&mut self) -> io::Result<u64> {
+        match self {
+            Self::Memory(c) => Ok(c.get_ref().len() as u64),
+            Self::File(f) => f.metadata().map(|m| m.len()),
+        }
+    }
+}
+
+impl From<File> for ArchiveBytes {
+    fn from(file: File) -> Self {
+        Self::File(file)
+    }
+}
+
+impl From<Vec<u8>> for ArchiveBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::Memory(io::Cursor::new(bytes))
+    }
+}
+
+impl Read for ArchiveBytes {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Memory(c) => c.read(buf),
+            Self::File(f) => f.read(buf),
+        }
+    }
+}
+
+impl Seek for ArchiveBytes {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match self {
+            Self::Memory(c) => c.seek(pos),
+            Self::File(f) => f.seek(pos),
+        }
+    }
+}
+
+/// Decodes an archive (tar, tar.gz or zip, detected from its bytes) into a tree.
 ///
 /// Contents go to an unlinked spool file in `spool_dir` (or the system temp directory), which
 /// disappears with the tree.
 pub fn from_archive(
-    mut file: File,
+    mut file: ArchiveBytes,
     selection: &Selection,
     limits: &Limits,
     spool_dir: Option<&Path>,
 ) -> Result<(SourceFormat, SourceTree), Error> {
     let selector = Selector::new(selection)?;
-    let len = file.metadata().map_err(Error::Io)?.len();
+    let len = file.len().map_err(Error::Io)?;
     if len > limits.max_archive_bytes {
         return Err(Error::ArchiveTooLarge { max: limits.max_archive_bytes });
     }

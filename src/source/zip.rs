@@ -6,14 +6,13 @@
 //! `0644`. Entries are decompressed with a cap on the total and on the ratio to the archive size
 //! (zip bombs, including overlapping-entry bombs), and declared sizes and CRCs are verified.
 
-use std::fs::File;
 use std::io::{self, Read};
 
 use zip::result::ZipError;
 use zip::{CompressionMethod, System, ZipArchive};
 
-use super::Error;
 use super::memory::{Kind, MemNamespace};
+use super::{ArchiveBytes, Error};
 use crate::package::Limits;
 
 const S_IFMT: u32 = 0o170_000;
@@ -32,8 +31,8 @@ fn zip_error(e: ZipError) -> Error {
 /// Reads every entry of a zip file into `ns`.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
-pub(crate) fn read(file: File, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
-    let archive_len = file.metadata().map_err(Error::Io)?.len();
+pub(crate) fn read(mut file: ArchiveBytes, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
+    let archive_len = file.len().map_err(Error::Io)?;
     let mut archive = ZipArchive::new(file).map_err(zip_error)?;
     if archive.has_duplicate_names() {
         return Err(Error::DuplicatePath { path: "(a name listed twice in the zip)".into() });

@@ -8,7 +8,7 @@
 //! serves one process: the sweep would remove a second process's uploads in progress.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write as _};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::key::ObjectKey;
-use super::{ByteRange, Error, ObjectBody, ObjectMeta, PutOutcome, Staged, Store};
+use super::{ByteRange, Error, ObjectBody, ObjectMeta, PutOutcome, Staged, StagedBytes, Store};
 
 /// Name of the staging directory under the root.
 pub const STAGING_DIR: &str = ".staging";
@@ -105,13 +105,22 @@ impl Store for LocalStore {
 
     async fn put_if_absent(&self, key: &ObjectKey, staged: Staged) -> Result<PutOutcome, Error> {
         let target = self.root.join(key.to_string());
+        let staging = self.staging.clone();
         blocking(move || {
+            let file = match staged.data {
+                StagedBytes::File(file) => file,
+                StagedBytes::Memory(bytes) => {
+                    let mut file = tempfile::Builder::new().prefix("tmp-").tempfile_in(&staging)?;
+                    file.write_all(&bytes)?;
+                    file
+                }
+            };
             // Temp files are created 0600; a stored package is as readable as any other file.
-            staged.file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-            staged.file.as_file().sync_all()?;
+            file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            file.as_file().sync_all()?;
             let dir = target.parent().map(Path::to_owned).unwrap_or_default();
             fs::create_dir_all(&dir)?;
-            let outcome = match staged.file.persist_noclobber(&target) {
+            let outcome = match file.persist_noclobber(&target) {
                 Ok(_) => PutOutcome::Created { version_id: None },
                 Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
                 Err(e) => return Err(e.error),

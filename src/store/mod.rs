@@ -51,11 +51,21 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
-/// A finished zip waiting to be stored: its temp file, size and digest.
+/// Where a finished zip waits to be stored.
+#[derive(Debug)]
+pub enum StagedBytes {
+    /// In memory (small packages: no temp file is created unless a local store stores it).
+    Memory(bytes::Bytes),
+    /// A temp file in the store's staging directory, if it has one (removed when dropped,
+    /// unless a local store linked it into place).
+    File(NamedTempFile),
+}
+
+/// A finished zip waiting to be stored: its bytes, size and digest.
 #[derive(Debug)]
 pub struct Staged {
-    /// The temp file (removed when dropped, unless a local store linked it into place).
-    pub file: NamedTempFile,
+    /// The bytes.
+    pub data: StagedBytes,
     /// Size in bytes.
     pub size: u64,
     /// SHA-256 of the bytes.

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 
 use super::key::ObjectKey;
-use super::{ByteRange, Error, ObjectBody, ObjectMeta, PutOutcome, Staged, Store};
+use super::{ByteRange, Error, ObjectBody, ObjectMeta, PutOutcome, Staged, StagedBytes, Store};
 use crate::config::S3StoreConfig;
 
 /// The SDK behaviour (retry mode, timeouts, checksum defaults) this code was written against:
@@ -203,8 +203,14 @@ impl S3Store {
         key: &ObjectKey,
         staged: &Staged,
     ) -> Result<PutOutcome, SdkError<aws_sdk_s3::operation::put_object::PutObjectError>> {
-        // From the path, not from memory: the SDK re-opens the file for every retry.
-        let body = ByteStream::from_path(staged.file.path()).await.map_err(SdkError::construction_failure)?;
+        let body = match &staged.data {
+            // Cheap to clone for every retry.
+            StagedBytes::Memory(bytes) => ByteStream::from(bytes.clone()),
+            // Streamed from the path, not read into memory: the SDK re-opens it for every retry.
+            StagedBytes::File(file) => {
+                ByteStream::from_path(file.path()).await.map_err(SdkError::construction_failure)?
+            }
+        };
         let output = self
             .client
             .put_object()

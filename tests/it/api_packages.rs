@@ -7,7 +7,9 @@ use lambda_packager::package::Sha256Hex;
 use crate::bad_input::bad_archives;
 use crate::golden::{basic, mixed};
 use crate::support::app::{TestApp, http_request};
-use crate::support::pack_archive;
+use crate::support::archive::{Member, gzip, tar};
+use crate::support::{noise, pack_archive};
+use lambda_packager::package::MEMORY_SPOOL_BYTES;
 
 const URI: &str = "/v1/functions/orders-api/package";
 
@@ -45,6 +47,43 @@ async fn a_tarball_is_stored_once_under_its_content_key() {
     );
     assert_eq!(app.stored().len(), 1);
     app.assert_no_temp_files();
+}
+
+/// A tree past the 1 MiB in-memory limits: 1.5 MB of incompressible bytes (the raw tar, the
+/// spooled contents and the zip all go to temp files) and 1.2 MB of text (a tar.gz body small
+/// enough for memory whose contents are not).
+fn larger_than_memory() -> (Vec<u8>, Vec<u8>) {
+    let text: Vec<u8> =
+        (0..40_000).flat_map(|i| format!("line {i:08} of the handler\n").into_bytes()).collect();
+    let big = tar(&[
+        Member::file("model.bin", noise(1_500_000, 7)),
+        Member::file("handler.py", "def handler(event, context):\n    return 1\n"),
+    ]);
+    let compressible = gzip(&tar(&[Member::file("data.txt", &text), Member::exec("run.sh", "#!/bin/sh\n")]));
+    assert!(big.len() > MEMORY_SPOOL_BYTES && compressible.len() < MEMORY_SPOOL_BYTES);
+    assert!(text.len() > MEMORY_SPOOL_BYTES);
+    (big, compressible)
+}
+
+#[tokio::test]
+async fn bundles_past_the_memory_limit_go_through_temp_files_with_the_same_bytes_and_leave_none() {
+    let app = TestApp::new().await;
+    let (big, compressible) = larger_than_memory();
+    for (body, multipart) in [(&big, false), (&big, true), (&compressible, false)] {
+        let expected = pack_archive(body);
+        let answer = if multipart {
+            app.post_multipart(URI, &[], body).await
+        } else {
+            app.post(URI, body.clone()).await
+        };
+        assert!(answer.status == 201 || answer.status == 200, "{}", String::from_utf8_lossy(&answer.body));
+        let key = format!("lambda-orders-api-{}.zip", expected.packed.sha256);
+        assert_eq!(answer.json()["key"], key.as_str());
+        assert_eq!(answer.json()["size"].as_u64(), Some(expected.packed.size));
+        assert_eq!(app.stored()[&key], expected.bytes, "the stored object is the canonical zip");
+        app.assert_no_temp_files();
+    }
+    assert_eq!(app.stored().len(), 2);
 }
 
 #[tokio::test]

@@ -6,8 +6,10 @@ use serde_json::Value;
 
 use crate::golden::{basic, mixed};
 use crate::support::app::{TestApp, http_request};
-use crate::support::pack_archive;
+use crate::support::archive::{Member, tar};
 use crate::support::s3::{MotoServer, TestBucket};
+use crate::support::{noise, pack_archive};
+use lambda_packager::package::MEMORY_SPOOL_BYTES;
 
 const URI: &str = "/v1/functions/orders/package";
 
@@ -40,6 +42,23 @@ async fn a_package_is_stored_once_in_the_bucket_with_a_cloudformation_code_block
     assert_eq!(detail["files"], 49);
     let listed = app.get("/v1/functions/orders/artifacts").await.json();
     assert_eq!(listed["artifacts"][0]["key"], key.as_str());
+    app.assert_no_temp_files();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_past_the_memory_limit_is_uploaded_from_its_temp_file_byte_for_byte() {
+    let bucket = TestBucket::shared().await;
+    let app = TestApp::on_s3(&bucket, |c| c.store.prefix = "big/".parse().expect("prefix")).await;
+    let bundle = tar(&[Member::file("model.bin", noise(1_500_000, 9)), Member::file("a.py", "x = 1\n")]);
+    let expected = pack_archive(&bundle);
+    assert!(expected.packed.size > MEMORY_SPOOL_BYTES as u64, "staged in a temp file, not in memory");
+    let key = format!("big/lambda-orders-{}.zip", expected.packed.sha256);
+    let answer = app.post(URI, bundle).await;
+    assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.json()["key"], key.as_str());
+    assert_eq!(bucket.keys().await, std::slice::from_ref(&key));
+    let zip = app.get(&format!("/v1/artifacts/{}/zip", key.replace('/', "%2F"))).await;
+    assert_eq!(zip.body.as_ref(), expected.bytes.as_slice());
     app.assert_no_temp_files();
 }
 

@@ -151,7 +151,8 @@ fn a_git_ref_its_git_archive_and_a_directory_pack_to_the_same_golden_sha256() {
     let tar = repo.path().join("../archive.tar");
     git(repo.path(), &["archive", "--format=tar", "-o", tar.to_str().expect("UTF-8"), &commit]);
     let archive = File::open(&tar).expect("open archive");
-    let (from_archive, _) = pack(Input::Archive(archive), &selection(Some(SUB))).expect("archive packs");
+    let (from_archive, _) =
+        pack(Input::Archive(archive.into()), &selection(Some(SUB))).expect("archive packs");
 
     let dir = tempfile::tempdir().expect("temp dir");
     write_fixture(&|p, b, x| write_file(dir.path(), p, b, x), &|p, t| make_symlink(dir.path(), p, t));

@@ -12,7 +12,7 @@ use lambda_packager::package::Sha256Hex;
 use lambda_packager::store::key::{FunctionName, KeyPrefix, ObjectKey};
 use lambda_packager::store::local::{LocalStore, STAGING_DIR};
 use lambda_packager::store::s3::MAX_SINGLE_PUT_BYTES;
-use lambda_packager::store::{ByteRange, Error, PutOutcome, Staged, Store};
+use lambda_packager::store::{ByteRange, Error, PutOutcome, Staged, StagedBytes, Store};
 
 use crate::support::noise;
 use crate::support::s3::{MotoServer, TestBucket};
@@ -27,7 +27,16 @@ fn stage(store: &impl Store, bytes: &[u8]) -> Staged {
     .expect("create a staging file");
     file.write_all(bytes).expect("write the staging file");
     file.as_file().sync_all().expect("sync the staging file");
-    Staged { file, size: bytes.len() as u64, sha256: Sha256Hex::of_bytes(bytes) }
+    Staged { data: StagedBytes::File(file), size: bytes.len() as u64, sha256: Sha256Hex::of_bytes(bytes) }
+}
+
+/// `bytes` staged in memory, as the publisher stages small packages.
+fn stage_in_memory(bytes: &[u8]) -> Staged {
+    Staged {
+        data: StagedBytes::Memory(bytes.to_vec().into()),
+        size: bytes.len() as u64,
+        sha256: Sha256Hex::of_bytes(bytes),
+    }
 }
 
 /// The content-addressed key of `bytes` for `function` under `prefix`.
@@ -64,6 +73,20 @@ async fn put_new_then_head_sees_it(store: &impl Store) {
     if let Some(checksum) = &meta.checksum_sha256 {
         assert_eq!(checksum, &Sha256Hex::of_bytes(&bytes).to_base64());
     }
+}
+
+async fn a_package_staged_in_memory_is_stored_once_with_its_exact_bytes(store: &impl Store) {
+    let bytes = noise(3000, 11);
+    let key = key_of("mem/", "fn", &bytes);
+    let created = store.put_if_absent(&key, stage_in_memory(&bytes)).await.expect("put from memory");
+    assert!(matches!(created, PutOutcome::Created { .. }));
+    assert_eq!(read_all(store, &key.to_string()).await, bytes);
+    // Memory and file staging race for one key alike: the second is refused, the first kept.
+    let other = noise(3000, 12);
+    let again = store.put_if_absent(&key, stage_in_memory(&other)).await.expect("second put");
+    assert_eq!(again, PutOutcome::AlreadyExists);
+    assert_eq!(put(store, &key, &other).await, PutOutcome::AlreadyExists);
+    assert_eq!(read_all(store, &key.to_string()).await, bytes);
 }
 
 async fn second_put_of_a_key_keeps_the_first_bytes(store: &impl Store) {
@@ -208,6 +231,7 @@ macro_rules! store_tests {
 
 store_tests!(
     put_new_then_head_sees_it,
+    a_package_staged_in_memory_is_stored_once_with_its_exact_bytes,
     second_put_of_a_key_keeps_the_first_bytes,
     concurrent_puts_of_one_key_store_it_once,
     list_returns_exactly_the_keys_under_a_prefix,

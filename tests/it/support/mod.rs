@@ -183,7 +183,15 @@ pub fn try_pack_archive(
     let mut file = tempfile::tempfile().expect("temp file");
     file.write_all(bytes).expect("write archive");
     std::io::Seek::rewind(&mut file).expect("rewind");
-    build(Input::Archive(file), selection, limits, 2)
+    let from_file = build(Input::Archive(file.into()), selection, limits, 2);
+    // The service keeps small uploads in memory: both must decode alike, down to the error.
+    let from_memory = build(Input::Archive(bytes.to_vec().into()), selection, limits, 2);
+    match (&from_file, &from_memory) {
+        (Ok(f), Ok(m)) => assert_eq!(f.bytes, m.bytes, "same zip from a file and from memory"),
+        (Err(f), Err(m)) => assert_eq!(f.code(), m.code(), "same error from a file and from memory"),
+        _ => panic!("file and memory input disagree: {from_file:?} vs {from_memory:?}"),
+    }
+    from_file
 }
 
 /// Packs archive bytes with the default selection and limits.
