@@ -4,11 +4,12 @@
 #   docker run --rm --read-only --tmpfs /tmp -p 8080:8080 -p 9090:9090 lambda-packager:dev
 #
 # Two stages: the official Rust image (the toolchain of Cargo.toml's rust-version) builds the
-# binary with the README's command (dependencies cached in their own layer), and Debian slim runs
-# it as a fixed non-root user. The only writable paths are under /tmp (an emptyDir in the Helm
-# chart, --tmpfs above), so the root file system can be mounted read-only. scripts/check-deploy
-# lints this file and checks that its ports, user, command and environment agree with the chart
-# in helm/lambda-packager. docs/deploy.md describes the image.
+# binary with the command of a local release build, `cargo build --release --locked`
+# (dependencies cached in their own layer), and Debian slim runs it as a fixed non-root user.
+# The only writable paths are under /tmp (an emptyDir in the Helm chart, --tmpfs above), so the
+# root file system can be mounted read-only. scripts/check-deploy lints this file and checks that
+# its ports, user, command and environment agree with the chart in helm/lambda-packager.
+# docs/deploy.md describes the image.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
@@ -17,8 +18,8 @@ WORKDIR /src
 # Dependencies first, in a layer of their own: it depends only on Cargo.toml and Cargo.lock, so a
 # change under src/ reuses it and compiles nothing but lambda-packager itself. Cargo needs the
 # crate's two roots to build its dependencies, so stand-ins take their place (an empty lib.rs, a
-# main.rs that panics). Then `cargo clean -p lambda-packager` deletes everything built from the stand-ins (the
-# stub binary, its rlib and its fingerprints) and keeps the dependencies' artifacts.
+# main.rs that panics). Then `cargo clean -p lambda-packager` deletes everything built from the
+# stand-ins (the stub binary, its rlib, its fingerprints) and keeps the dependencies' artifacts.
 # Why the clean matters: cargo decides freshness by comparing mtimes, and COPY gives the real
 # sources the mtimes of the build context (or a fixed SOURCE_DATE_EPOCH), usually older than the
 # stub build. Had the stub's artifacts stayed, the build below could find them fresh and the
