@@ -4,17 +4,38 @@
 #   docker run --rm --read-only --tmpfs /tmp -p 8080:8080 -p 9090:9090 lambda-packager:dev
 #
 # Two stages: the official Rust image (the toolchain of Cargo.toml's rust-version) builds the
-# binary with the README's command, and Debian slim runs it as a fixed non-root user. The only
-# writable paths are under /tmp (an emptyDir in the Helm chart, --tmpfs above), so the root file
-# system can be mounted read-only. scripts/check-deploy lints this file and checks that its ports,
-# user, command and environment agree with the chart in helm/lambda-packager.
+# binary with the command of a local release build, `cargo build --release --locked`
+# (dependencies cached in their own layer), and Debian slim runs it as a fixed non-root user.
+# The only writable paths are under /tmp (an emptyDir in the Helm chart, --tmpfs above), so the
+# root file system can be mounted read-only. scripts/check-deploy lints this file and checks that
+# its ports, user, command and environment agree with the chart in helm/lambda-packager.
+# docs/deploy.md describes the image.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Only what the release binary is built from (.dockerignore lets nothing else in).
+#
+# Dependencies first, in a layer of their own: it depends only on Cargo.toml and Cargo.lock, so a
+# change under src/ reuses it and compiles nothing but lambda-packager itself. Cargo needs the
+# crate's two roots to build its dependencies, so stand-ins take their place (an empty lib.rs, a
+# main.rs that panics). Then `cargo clean -p lambda-packager` deletes everything built from the
+# stand-ins (the stub binary, its rlib, its fingerprints) and keeps the dependencies' artifacts.
+# Why the clean matters: cargo decides freshness by comparing mtimes, and COPY gives the real
+# sources the mtimes of the build context (or a fixed SOURCE_DATE_EPOCH), usually older than the
+# stub build. Had the stub's artifacts stayed, the build below could find them fresh and the
+# image would ship the stub.
 COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+    && printf 'fn main() { panic!("stub of the Dockerfile dependency layer") }\n' > src/main.rs \
+    && : > src/lib.rs \
+    && cargo build --release --locked \
+    && cargo clean --release --locked -p lambda-packager \
+    && rm -r src
+# The real sources, compiled from scratch (nothing of the stand-ins is left to look fresh). The
+# binary is run once as a guard: the stub would panic instead of printing its version.
 COPY src ./src
-RUN cargo build --release --locked
+RUN cargo build --release --locked \
+    && target/release/lambda-packager --version
 
 FROM debian:bookworm-slim
 # git: git sources run the git CLI (>= 2.29; bookworm has 2.39). ca-certificates: https remotes
