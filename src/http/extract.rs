@@ -21,6 +21,7 @@ use super::body::{BodyRefused, Framed, FramingBudget, MinRate, refusal};
 use super::error::ApiError;
 use super::state::{ApiSettings, MinBodyRate};
 use crate::package::MEMORY_SPOOL_BYTES;
+use crate::source::select::{MAX_PATTERN_BYTES, MAX_PATTERNS};
 use crate::source::{ArchiveBytes, Selection};
 use crate::store::key::{FunctionName, KeyPrefix};
 
@@ -53,13 +54,15 @@ pub(crate) fn request_prefix(
     }
 }
 
-/// Most options one request may carry: query parameters, multipart text fields and JSON values
-/// together (each `include` or `exclude` pattern counts once).
-pub(crate) const MAX_OPTIONS: usize = 256;
+/// Most options one request may carry, query parameters, multipart text fields and JSON values
+/// together: as many `include` and `exclude` patterns as a selection takes, and each
+/// single-valued option once (517).
+pub(crate) const MAX_OPTIONS: usize = 2 * MAX_PATTERNS + 5;
 
-/// Longest value of one option, in bytes. A multipart text field is read only up to this, so an
-/// option never holds more memory than `MAX_OPTIONS × MAX_OPTION_BYTES` (1 MiB) per request.
-pub(crate) const MAX_OPTION_BYTES: usize = 4096;
+/// Longest value of one option, in bytes: a pattern's limit (no other option needs more). A
+/// multipart text field is read only up to this, so the options of a request never hold more
+/// than `MAX_OPTIONS × MAX_OPTION_BYTES` (about 0.5 MiB), however the body is shaped.
+pub(crate) const MAX_OPTION_BYTES: usize = MAX_PATTERN_BYTES;
 
 /// Where a request gave an option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
