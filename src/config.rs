@@ -299,6 +299,7 @@ mod tests {
         let text = include_str!("../config/packager.toml");
         let c = toml(text).expect("config/packager.toml is valid");
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!((c.server.min_body_rate_bytes_per_sec, c.server.min_body_rate_window_secs), (1024, 20));
     }
 
     #[test]

@@ -153,9 +153,10 @@ impl PackageResponse {
 /// Package a source bundle and store it exactly once.
 ///
 /// The body is a raw tar, tar.gz or zip (detected from its bytes), or `multipart/form-data` with
-/// a file part `bundle` (and the options as text fields). Options: `path`, `strip_components`,
-/// `include` and `exclude` (repeatable), `default_excludes`, `prefix` (if the operator allows
-/// it), `dry_run`.
+/// a file part `bundle` (and the options as text fields), or a JSON git request. Options: `path`,
+/// `strip_components`, `include` and `exclude` (repeatable), `default_excludes`, `prefix` (if
+/// the operator allows it), `dry_run`; each in one place (query string or body), single-valued
+/// ones once.
 #[utoipa::path(
     post,
     path = "/v1/functions/{function}/package",
@@ -177,6 +178,7 @@ impl PackageResponse {
         (status = 400, description = "Malformed request or archive", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Prefix not allowed", body = ErrorBody),
+        (status = 408, description = "Request timeout, or the upload arrived slower than the minimum body rate", body = ErrorBody),
         (status = 409, description = "The key holds other bytes", body = ErrorBody),
         (status = 413, description = "Body or unpacked size over a limit", body = ErrorBody),
         (status = 415, description = "Not a tar, tar.gz or zip", body = ErrorBody),
