@@ -81,8 +81,9 @@ pub enum ApiError {
     UploadTooSlow(MinBodyRate),
     /// A raw body that is no archive but looks like JSON: a git request without its content type.
     #[error(
-        "the body looks like JSON, but its Content-Type is {content_type:?}: send JSON (git requests) \
-         with `Content-Type: application/json`, archives as raw tar, tar.gz or zip bytes"
+        "the body looks like JSON, but {}: send JSON (git requests) with \
+         `Content-Type: application/json`, archives as raw tar, tar.gz or zip bytes",
+        given_content_type(content_type)
     )]
     JsonWithoutContentType {
         /// The content type the request gave (empty if none).
@@ -97,6 +98,14 @@ pub enum ApiError {
     /// A failure of this service that has no better description.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How an error message names the content type a request gave.
+fn given_content_type(content_type: &str) -> String {
+    match content_type {
+        "" => "the request has no Content-Type".to_owned(),
+        given => format!("its Content-Type is {given:?}"),
+    }
 }
 
 /// The JSON error envelope.

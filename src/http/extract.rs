@@ -85,16 +85,47 @@ impl OptionSource {
     }
 }
 
-/// The options a package request knows, and whether each may be repeated.
-const OPTIONS: [(&str, bool); 7] = [
-    ("path", false),
-    ("strip_components", false),
-    ("include", true),
-    ("exclude", true),
-    ("default_excludes", false),
-    ("prefix", false),
-    ("dry_run", false),
-];
+/// An option a package request knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OptionName {
+    Path,
+    StripComponents,
+    Include,
+    Exclude,
+    DefaultExcludes,
+    Prefix,
+    DryRun,
+}
+
+impl OptionName {
+    const ALL: [Self; 7] = [
+        Self::Path,
+        Self::StripComponents,
+        Self::Include,
+        Self::Exclude,
+        Self::DefaultExcludes,
+        Self::Prefix,
+        Self::DryRun,
+    ];
+
+    /// The name in query strings, multipart fields and JSON bodies.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Path => "path",
+            Self::StripComponents => "strip_components",
+            Self::Include => "include",
+            Self::Exclude => "exclude",
+            Self::DefaultExcludes => "default_excludes",
+            Self::Prefix => "prefix",
+            Self::DryRun => "dry_run",
+        }
+    }
+
+    /// Whether a request may give the option more than once.
+    fn repeatable(self) -> bool {
+        matches!(self, Self::Include | Self::Exclude)
+    }
+}
 
 /// Options of a package request, from the query string and multipart text fields (or the JSON
 /// body of a git request).
@@ -104,7 +135,7 @@ pub(crate) struct PackageOptions {
     pub(crate) prefix: Option<String>,
     pub(crate) dry_run: bool,
     /// Every option given so far, with where it came from.
-    given: Vec<(&'static str, OptionSource)>,
+    given: Vec<(OptionName, OptionSource)>,
 }
 
 fn invalid(name: &str, value: &str, expected: &str) -> ApiError {
@@ -135,15 +166,15 @@ impl PackageOptions {
     /// an unknown name (a typo must not silently package something else), the option limit, a
     /// second value of a single-valued option (no "last one wins"), and one option given in two
     /// places (query string and body), which would otherwise be resolved silently.
-    pub(crate) fn accept(&mut self, name: &str, from: OptionSource) -> Result<&'static str, ApiError> {
-        let Some(&(name, repeatable)) = OPTIONS.iter().find(|(known, _)| *known == name) else {
+    pub(crate) fn accept(&mut self, name: &str, from: OptionSource) -> Result<OptionName, ApiError> {
+        let Some(option) = OptionName::ALL.into_iter().find(|o| o.as_str() == name) else {
             let shown: String = name.chars().take(64).collect();
             return Err(bad_parameter(format!("unknown parameter {shown:?}")));
         };
         if self.given.len() >= MAX_OPTIONS {
             return Err(bad_parameter(format!("more than {MAX_OPTIONS} options in one request")));
         }
-        if let Some(&(_, earlier)) = self.given.iter().find(|(given, _)| *given == name) {
+        if let Some(&(_, earlier)) = self.given.iter().find(|(given, _)| *given == option) {
             if earlier != from {
                 return Err(bad_parameter(format!(
                     "parameter {name} is given both in {} and in {}; give it in one place",
@@ -151,41 +182,41 @@ impl PackageOptions {
                     from.describe()
                 )));
             }
-            if !repeatable {
+            if !option.repeatable() {
                 return Err(bad_parameter(format!(
                     "parameter {name} is given more than once; it takes one value"
                 )));
             }
         }
-        self.given.push((name, from));
-        Ok(name)
+        self.given.push((option, from));
+        Ok(option)
     }
 
     /// Applies the value of an option [`accept`](Self::accept) returned.
-    fn apply(&mut self, name: &'static str, value: &str) -> Result<(), ApiError> {
+    pub(crate) fn apply(&mut self, option: OptionName, value: &str) -> Result<(), ApiError> {
+        let name = option.as_str();
         if value.len() > MAX_OPTION_BYTES {
             return Err(too_long(name));
         }
-        match name {
-            "path" => self.selection.path = Some(value.to_owned()),
-            "strip_components" => {
+        match option {
+            OptionName::Path => self.selection.path = Some(value.to_owned()),
+            OptionName::StripComponents => {
                 self.selection.strip_components =
                     value.parse().map_err(|_| invalid(name, value, "a non-negative integer"))?;
             }
-            "include" => self.selection.include.push(value.to_owned()),
-            "exclude" => self.selection.exclude.push(value.to_owned()),
-            "default_excludes" => self.selection.default_excludes = parse_bool(name, value)?,
-            "prefix" => self.prefix = Some(value.to_owned()),
-            "dry_run" => self.dry_run = parse_bool(name, value)?,
-            _ => return Err(ApiError::Internal(format!("option {name} is accepted but not applied"))),
+            OptionName::Include => self.selection.include.push(value.to_owned()),
+            OptionName::Exclude => self.selection.exclude.push(value.to_owned()),
+            OptionName::DefaultExcludes => self.selection.default_excludes = parse_bool(name, value)?,
+            OptionName::Prefix => self.prefix = Some(value.to_owned()),
+            OptionName::DryRun => self.dry_run = parse_bool(name, value)?,
         }
         Ok(())
     }
 
     /// Applies one `name=value` option given in `from`.
     pub(crate) fn set(&mut self, name: &str, value: &str, from: OptionSource) -> Result<(), ApiError> {
-        let name = self.accept(name, from)?;
-        self.apply(name, value)
+        let option = self.accept(name, from)?;
+        self.apply(option, value)
     }
 
     /// Options from a query string.
@@ -455,9 +486,9 @@ async fn read_multipart(
                  (curl -F {BUNDLE_PART}=@fn.tar.gz)"
             )));
         } else {
-            let name = options.accept(&name, OptionSource::Multipart)?;
-            let value = read_text_field(&mut field, name, &budget, multipart_error).await?;
-            options.apply(name, &value)?;
+            let option = options.accept(&name, OptionSource::Multipart)?;
+            let value = read_text_field(&mut field, option.as_str(), &budget, multipart_error).await?;
+            options.apply(option, &value)?;
         }
     }
     bundle.map(Upload::Archive).ok_or_else(|| {

@@ -250,7 +250,7 @@ fn git_input(
         if let Some(patterns) = patterns {
             if patterns.is_empty() {
                 // `"include": []` still counts as giving the option here.
-                options.accept(name, json)?;
+                let _ = options.accept(name, json)?;
             }
             for pattern in patterns {
                 options.set(name, &pattern, json)?;
