@@ -409,7 +409,9 @@ pub(crate) async fn read_body(
     })
     .await?;
     if looks_like_json(&spooled.head) {
-        return Err(ApiError::JsonWithoutContentType { content_type });
+        return Err(ApiError::JsonWithoutContentType {
+            content_type: content_type.chars().take(100).collect(),
+        });
     }
     Ok(Upload::Archive(spooled.bytes))
 }
