@@ -62,6 +62,15 @@ pub struct ServerConfig {
     pub concurrency_limit: usize,
     /// Longest drain of in-flight requests on SIGTERM/SIGINT, in seconds. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Slowest accepted upload, in bytes per second, averaged over each
+    /// `min_body_rate_window_secs`; a slower request body is cut off with 408 `upload_too_slow`,
+    /// so slow or stalled clients cannot hold `concurrency_limit` slots for the whole request
+    /// timeout. 0 turns the check off. Default 1024 (a 250 MB bundle at that rate would take
+    /// three days: no real CI link is that slow).
+    pub min_body_rate_bytes_per_sec: u64,
+    /// The window over which the minimum body rate is measured, in seconds; also how long a
+    /// stalled upload keeps its slot. Default 20.
+    pub min_body_rate_window_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +83,8 @@ impl Default for ServerConfig {
             max_body_bytes: crate::package::limits::LAMBDA_UNZIPPED_LIMIT + 7 * 1024 * 1024,
             concurrency_limit: 64,
             shutdown_grace_secs: 30,
+            min_body_rate_bytes_per_sec: 1024,
+            min_body_rate_window_secs: 20,
         }
     }
 }
@@ -244,6 +255,11 @@ impl Config {
                 "server.request_timeout_secs and server.header_read_timeout_secs must be at least 1",
             );
         }
+        if self.server.min_body_rate_bytes_per_sec > 0 && self.server.min_body_rate_window_secs == 0 {
+            return invalid(
+                "server.min_body_rate_window_secs must be at least 1 when a minimum body rate is set",
+            );
+        }
         if self.limits.max_entries == 0 || self.limits.max_unpacked_bytes == 0 {
             return invalid("limits.max_entries and limits.max_unpacked_bytes must be at least 1");
         }
@@ -283,6 +299,18 @@ mod tests {
         let text = include_str!("../config/packager.toml");
         let c = toml(text).expect("config/packager.toml is valid");
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!((c.server.min_body_rate_bytes_per_sec, c.server.min_body_rate_window_secs), (1024, 20));
+    }
+
+    #[test]
+    fn the_minimum_body_rate_is_on_by_default_and_can_be_turned_off() {
+        let c = toml("").expect("defaults");
+        assert_eq!((c.server.min_body_rate_bytes_per_sec, c.server.min_body_rate_window_secs), (1024, 20));
+        let off = toml("[server]\nmin_body_rate_bytes_per_sec = 0\nmin_body_rate_window_secs = 0\n")
+            .expect("0 turns the check off, and then the window does not matter");
+        assert_eq!(off.server.min_body_rate_bytes_per_sec, 0);
+        let e = toml("[server]\nmin_body_rate_window_secs = 0\n").expect_err("no window").to_string();
+        assert!(e.contains("server.min_body_rate_window_secs"), "{e}");
     }
 
     #[test]

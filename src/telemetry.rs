@@ -1,5 +1,6 @@
 //! Logs and metrics: the tracing subscriber (compact or JSON lines) and the Prometheus recorder.
 
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -12,7 +13,11 @@ pub fn init_tracing(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only where a person reads them: a terminal, unless NO_COLOR is set. Logs
+    // redirected to a file or collected from a container's stderr stay plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // A second call (tests start several apps) keeps the first subscriber.
     let _ = match config.format {
         LogFormat::Compact => builder.compact().try_init(),

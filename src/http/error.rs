@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::state::MinBodyRate;
 use crate::blocking::PoolError;
 use crate::package;
 use crate::publish::{Error as BuildError, PublishError};
@@ -71,6 +72,23 @@ pub enum ApiError {
     /// The request took longer than the request timeout.
     #[error("the request took longer than the request timeout")]
     RequestTimeout,
+    /// The request body arrived slower than the configured minimum rate.
+    #[error(
+        "the request body arrived slower than {} bytes per second over {} s; send it over a faster link",
+        .0.bytes_per_sec,
+        .0.window.as_secs()
+    )]
+    UploadTooSlow(MinBodyRate),
+    /// A raw body that is no archive but looks like JSON: a git request without its content type.
+    #[error(
+        "the body looks like JSON, but {}: send JSON (git requests) with \
+         `Content-Type: application/json`, archives as raw tar, tar.gz or zip bytes",
+        given_content_type(content_type)
+    )]
+    JsonWithoutContentType {
+        /// The content type the request gave (empty if none).
+        content_type: String,
+    },
     /// No route for this path.
     #[error("no such route")]
     RouteNotFound,
@@ -80,6 +98,14 @@ pub enum ApiError {
     /// A failure of this service that has no better description.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How an error message names the content type a request gave.
+fn given_content_type(content_type: &str) -> String {
+    match content_type {
+        "" => "the request has no Content-Type".to_owned(),
+        given => format!("its Content-Type is {given:?}"),
+    }
 }
 
 /// The JSON error envelope.
@@ -181,6 +207,8 @@ impl ApiError {
             Self::GitSourceDisabled => (StatusCode::UNPROCESSABLE_ENTITY, "git_source_disabled"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::UploadTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "upload_too_slow"),
+            Self::JsonWithoutContentType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"),
             Self::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

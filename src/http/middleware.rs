@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -25,8 +25,8 @@ pub(crate) async fn require_token(State(state): State<AppState>, request: Reques
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
+        .and_then(bearer_token)
+        .map(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())));
     let valid = presented
         .is_some_and(|p| digests.iter().fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&p)).into());
     if !valid {
@@ -35,6 +35,14 @@ pub(crate) async fn require_token(State(state): State<AppState>, request: Reques
         return response;
     }
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1: `bearer` and `BEARER` are the same scheme), followed by one or more spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Refuses at once, with 503 and `Retry-After`, a request beyond the concurrency limit, instead
@@ -50,19 +58,41 @@ pub(crate) async fn shed_load(State(state): State<AppState>, request: Request, n
 }
 
 /// Counts requests by route template and status, and times them.
+///
+/// Every label has a bounded set of values, so no request can add a series: the route is the
+/// matched template or `unmatched`, the method one of the standard methods or `other`, the
+/// status a number. (Labelling by raw path or by any method token would let each odd request
+/// grow the registry and `/metrics` for the life of the process.)
 pub(crate) async fn track_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [("method", method.to_owned()), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The metric label of a request method: the RFC 9110 methods and PATCH by name, any other
+/// token as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// The code of a bare error status produced outside the handlers (axum rejections, tower
@@ -123,4 +153,28 @@ pub(crate) async fn error_envelope(request: Request, next: Next) -> Response {
 /// The answer for paths that match no route.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::RouteNotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k ", "Bearer t0k\t"] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "t0k", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn only_standard_methods_are_metric_labels() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for odd in ["QZXV", "get", "PROPFIND", "BREW"] {
+            assert_eq!(method_label(&Method::from_bytes(odd.as_bytes()).expect("a token")), "other", "{odd}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! cannot drift from the routes) and serves them with graceful shutdown.
 
 pub mod artifacts;
+mod body;
 pub mod error;
 mod extract;
 pub mod health;
@@ -35,7 +36,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use self::state::{ApiSettings, AppState};
+pub use self::state::{ApiSettings, AppState, MinBodyRate};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -72,10 +73,13 @@ fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(artifacts::get_artifact_zip))
         .routes(routes!(artifacts::diff_artifacts));
+    // Authentication wraps load shedding, so a caller without a valid token is answered 401
+    // and never takes one of the `concurrency_limit` slots: only authenticated requests can
+    // crowd each other out.
     let v1 = upload
         .merge(reads)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_token))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::shed_load));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::shed_load))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_token));
     let probes = OpenApiRouter::new().routes(routes!(health::healthz)).routes(routes!(health::readyz));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(v1).merge(probes).split_for_parts()
 }
@@ -111,13 +115,17 @@ pub fn router(state: AppState) -> Router {
                         .get::<axum::extract::MatchedPath>()
                         .map_or(request.uri().path(), |p| p.as_str());
                     let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+                    // The bare address (`127.0.0.1`), or no field when unknown.
+                    let client = request
+                        .extensions()
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|c| tracing::field::display(c.0.ip()));
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         route,
                         request_id = id,
-                        client = ?client,
+                        client,
                         key = tracing::field::Empty,
                         size_bytes = tracing::field::Empty,
                         outcome = tracing::field::Empty,

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{PackageOptions, Upload, function_name, read_body, request_prefix};
+use super::extract::{
+    BodyLimits, OptionSource, PackageOptions, Upload, function_name, read_body, request_prefix,
+};
 use super::state::AppState;
 use crate::publish::{GitInput, Input, Outcome, PublishRequest, Published};
 use crate::source::git::{GitRequest, GitRevision};
@@ -49,9 +51,12 @@ pub struct PackageResponse {
     pub uploaded: bool,
     /// The S3 version id, on versioned buckets.
     pub version_id: Option<String>,
-    /// `s3://bucket/key` or `file:///…`.
-    pub location: String,
-    /// Paste-ready CloudFormation `Code` (S3 stores only).
+    /// `s3://bucket/key` or `file:///…`. Absent on a dry run whose key is not stored yet: it
+    /// would name an object that does not exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Paste-ready CloudFormation `Code` (S3 stores only; `null` on a dry run whose key is not
+    /// stored yet).
     pub code: Option<CodeLocation>,
     /// The detected input format.
     pub format: String,
@@ -78,26 +83,26 @@ pub struct GitSourceInfo {
     pub commit: String,
 }
 
-/// A JSON package request: a directory of a commit of an allow-listed git remote.
+/// A JSON package request: a directory of a commit of an allow-listed git remote, and the same
+/// package options as the query string (an option may be given here or in the query, not both).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitPackageRequest {
-    /// The remote, the ref (branch, tag or 40-hex commit) and the sub-directory.
+    /// The remote, the ref (branch, tag or 40-hex commit) and the sub-directory (`path`).
     #[schema(value_type = GitSourceRequest)]
     pub git: GitRequest,
     /// Keep only files matching these gitignore patterns.
-    #[serde(default)]
-    pub include: Vec<String>,
+    pub include: Option<Vec<String>>,
     /// Remove files matching these gitignore patterns.
-    #[serde(default)]
-    pub exclude: Vec<String>,
+    pub exclude: Option<Vec<String>>,
     /// Exclude .git/, __pycache__/ and friends (default true).
-    #[serde(default = "yes")]
-    pub default_excludes: bool,
-}
-
-fn yes() -> bool {
-    true
+    pub default_excludes: Option<bool>,
+    /// Leading path components to remove.
+    pub strip_components: Option<u32>,
+    /// Extra key prefix, if the operator allows it.
+    pub prefix: Option<String>,
+    /// Compute everything, store nothing (default false).
+    pub dry_run: Option<bool>,
 }
 
 /// The `git` object of a JSON package request.
@@ -119,12 +124,14 @@ impl PackageResponse {
         Self {
             function: function.to_string(),
             bucket: store.bucket().map(str::to_owned),
-            code: store.bucket().map(|b| CodeLocation {
-                s3_bucket: b.to_owned(),
-                s3_key: key.clone(),
-                s3_object_version: p.version_id.clone(),
+            code: store.bucket().filter(|_| p.outcome != Outcome::DryRun { exists: false }).map(|b| {
+                CodeLocation {
+                    s3_bucket: b.to_owned(),
+                    s3_key: key.clone(),
+                    s3_object_version: p.version_id.clone(),
+                }
             }),
-            location: store.location(&p.key),
+            location: (p.outcome != Outcome::DryRun { exists: false }).then(|| store.location(&p.key)),
             key,
             sha256: p.packed.sha256.to_string(),
             code_sha256: p.packed.code_sha256(),
@@ -146,9 +153,10 @@ impl PackageResponse {
 /// Package a source bundle and store it exactly once.
 ///
 /// The body is a raw tar, tar.gz or zip (detected from its bytes), or `multipart/form-data` with
-/// a file part `bundle` (and the options as text fields). Options: `path`, `strip_components`,
-/// `include` and `exclude` (repeatable), `default_excludes`, `prefix` (if the operator allows
-/// it), `dry_run`.
+/// a file part `bundle` (and the options as text fields), or a JSON git request. Options: `path`,
+/// `strip_components`, `include` and `exclude` (repeatable), `default_excludes`, `prefix` (if
+/// the operator allows it), `dry_run`; each in one place (query string or body), single-valued
+/// ones once.
 #[utoipa::path(
     post,
     path = "/v1/functions/{function}/package",
@@ -170,6 +178,7 @@ impl PackageResponse {
         (status = 400, description = "Malformed request or archive", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Prefix not allowed", body = ErrorBody),
+        (status = 408, description = "Request timeout, or the upload arrived slower than the minimum body rate", body = ErrorBody),
         (status = 409, description = "The key holds other bytes", body = ErrorBody),
         (status = 413, description = "Body or unpacked size over a limit", body = ErrorBody),
         (status = 415, description = "Not a tar, tar.gz or zip", body = ErrorBody),
@@ -187,8 +196,12 @@ pub async fn create_package(
     let function = function_name(&function)?;
     let mut options = PackageOptions::from_query(query.as_deref())?;
     let publisher = &state.publisher;
-    let upload =
-        read_body(request, &mut options, publisher.temp_dir(), state.settings.max_body_bytes).await?;
+    let limits = BodyLimits {
+        temp_dir: publisher.temp_dir(),
+        max: state.settings.max_body_bytes,
+        min_rate: state.settings.min_body_rate,
+    };
+    let upload = read_body(request, &mut options, &limits).await?;
     let input = match upload {
         Upload::Archive(file) => Input::Archive(file),
         Upload::Json(value) => git_input(&state, value, &mut options)?,
@@ -231,8 +244,29 @@ fn git_input(
     let request: GitPackageRequest = serde_json::from_value(value)
         .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.to_string() })?;
     state.git.check(&request.git).map_err(|e| ApiError::Publish(crate::publish::Error::Source(e).into()))?;
-    options.selection.include.extend(request.include);
-    options.selection.exclude.extend(request.exclude);
-    options.selection.default_excludes &= request.default_excludes;
+    // The same checks as query parameters: known, counted, capped, and given in one place only.
+    let json = OptionSource::Json;
+    for (name, patterns) in [("include", request.include), ("exclude", request.exclude)] {
+        if let Some(patterns) = patterns {
+            if patterns.is_empty() {
+                // `"include": []` still counts as giving the option here.
+                let _ = options.accept(name, json)?;
+            }
+            for pattern in patterns {
+                options.set(name, &pattern, json)?;
+            }
+        }
+    }
+    let scalars = [
+        ("default_excludes", request.default_excludes.map(|b| b.to_string())),
+        ("strip_components", request.strip_components.map(|n| n.to_string())),
+        ("prefix", request.prefix),
+        ("dry_run", request.dry_run.map(|b| b.to_string())),
+    ];
+    for (name, value) in scalars {
+        if let Some(value) = value {
+            options.set(name, &value, json)?;
+        }
+    }
     Ok(Input::Git(GitInput { source: std::sync::Arc::clone(&state.git), request: request.git }))
 }

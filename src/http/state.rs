@@ -25,6 +25,25 @@ pub struct ApiSettings {
     pub in_flight: Arc<Semaphore>,
     /// Longest time for one request.
     pub request_timeout: Duration,
+    /// Slowest accepted request body (`None`: no minimum).
+    pub min_body_rate: Option<MinBodyRate>,
+}
+
+/// The slowest upload the service waits for: at least `bytes_per_sec × window` bytes in every
+/// `window` of the body (a window with fewer ends the request with 408 `upload_too_slow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinBodyRate {
+    /// Bytes per second, averaged over the window.
+    pub bytes_per_sec: u64,
+    /// How long each measurement lasts.
+    pub window: Duration,
+}
+
+impl MinBodyRate {
+    /// Bytes that must arrive within each window.
+    pub fn bytes_per_window(&self) -> u64 {
+        self.bytes_per_sec.saturating_mul(self.window.as_secs().max(1))
+    }
 }
 
 impl ApiSettings {
@@ -41,6 +60,10 @@ impl ApiSettings {
                 .collect(),
             in_flight: Arc::new(Semaphore::new(config.server.concurrency_limit)),
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            min_body_rate: (config.server.min_body_rate_bytes_per_sec > 0).then(|| MinBodyRate {
+                bytes_per_sec: config.server.min_body_rate_bytes_per_sec,
+                window: Duration::from_secs(config.server.min_body_rate_window_secs.max(1)),
+            }),
         }
     }
 }

@@ -132,12 +132,15 @@ async fn dry_run_computes_the_key_and_stores_nothing() {
         (dry.json()["uploaded"].as_bool(), dry.json()["exists"].as_bool()),
         (Some(false), Some(false))
     );
+    // Nothing is stored under the key: no location names an object that does not exist.
+    assert!(dry.json().get("location").is_none(), "{}", dry.json());
     assert!(app.stored().is_empty());
     app.assert_no_temp_files();
 
     let real = app.post(URI, bundle.clone()).await.json();
     let again = app.post(&format!("{URI}?dry_run=true"), bundle).await.json();
     assert_eq!((again["exists"].as_bool(), again["key"].clone()), (Some(true), real["key"].clone()));
+    assert_eq!(again["location"], real["location"], "a stored key has its location");
 }
 
 #[tokio::test]

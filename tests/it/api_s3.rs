@@ -127,6 +127,8 @@ async fn dry_run_on_s3_stores_nothing() {
     let app = TestApp::on_s3(&bucket, |_| {}).await;
     let v = app.post(&format!("{URI}?dry_run=true"), basic().tar()).await.json();
     assert_eq!((v["uploaded"].clone(), v["exists"].clone()), (Value::Bool(false), Value::Bool(false)));
+    // Neither a location nor a CloudFormation `Code` block for an object that does not exist.
+    assert_eq!((v.get("location"), &v["code"]), (None, &Value::Null), "{v}");
     assert!(bucket.keys().await.is_empty());
 }
 

@@ -1,6 +1,7 @@
 //! Faults the service must survive without breaking its promises: one object per key, nothing
 //! partial under a final name, no temp file surviving a restart.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,41 +14,66 @@ use lambda_packager::store::key::ObjectKey;
 use crate::support::app::http_request;
 use crate::support::noise;
 
-/// A `lambda-packager serve` process on a local store; killed when dropped.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
+/// A `lambda-packager serve` process on a local store; killed when dropped. Other suites start
+/// it too, to measure the server process (peak RSS) or read its log.
+pub(crate) struct Service {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 impl Service {
     fn start(store: &Path) -> Self {
-        Self::start_with(store, &[])
+        Self::start_with::<&str>(store, &[])
     }
 
-    fn start_with(store: &Path, env: &[(&str, &Path)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lambda-packager"))
+    fn command<V: AsRef<OsStr>>(store: &Path, env: &[(&str, V)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lambda-packager"));
+        command
             .arg("serve")
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .env("LAMBDA_PACKAGER_SERVER__LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_STORE__LOCAL__PATH", store)
             .env("LAMBDA_PACKAGER_LOG__FORMAT", "json")
             .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
+            .envs(env.iter().map(|(k, v)| (*k, v)));
+        command
+    }
+
+    /// Starts the service with extra configuration variables (JSON logs unless `env` says
+    /// otherwise), its log read through a pipe.
+    pub(crate) fn start_with<V: AsRef<OsStr>>(store: &Path, env: &[(&str, V)]) -> Self {
+        let mut child = Self::command(store, env).stderr(Stdio::piped()).spawn().expect("spawn serve");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
+        let (addr, admin) = loop {
             let line = lines.next().expect("serve exited before listening").expect("log line");
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "listening" {
-                break v["api"].as_str().expect("api address").parse().expect("socket address");
+            if let Some(addrs) = listening(&line) {
+                break addrs;
             }
         };
         // Keep draining the log so the service never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr }
+        Self { child, addr, admin }
+    }
+
+    /// Starts the service with its log written to the file `log`, as an operator's redirect
+    /// would (`serve 2>log`), in the format `env` sets (JSON unless it says otherwise).
+    pub(crate) fn start_logging_to<V: AsRef<OsStr>>(store: &Path, env: &[(&str, V)], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        let child = Self::command(store, env).stderr(file).spawn().expect("spawn serve");
+        let mut service = Self { child, addr: ([0, 0, 0, 0], 0).into(), admin: ([0, 0, 0, 0], 0).into() };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(log).expect("read the log");
+            if let Some((addr, admin)) = text.lines().find_map(listening) {
+                (service.addr, service.admin) = (addr, admin);
+                return service;
+            }
+            assert!(service.child.try_wait().expect("status").is_none(), "serve exited:\n{text}");
+            assert!(std::time::Instant::now() < deadline, "serve did not log `listening`:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn kill_9(mut self) {
@@ -63,7 +89,25 @@ impl Drop for Service {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+/// The API and admin addresses of a "listening" log line, JSON (`"api":"…"`) or compact
+/// (`api=…`).
+fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        if v["message"] != "listening" {
+            return None;
+        }
+        let addr = |name: &str| v[name].as_str().and_then(|a| a.parse().ok());
+        return addr("api").zip(addr("admin"));
+    }
+    if !line.contains("listening") {
+        return None;
+    }
+    let field =
+        |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|a| a.parse().ok());
+    field("api=").zip(field("admin="))
+}
+
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read dir") {
         let path = entry.expect("entry").path();
@@ -153,7 +197,7 @@ fn kill_9_during_uploads_never_leaves_a_partial_package_or_a_surviving_temp_file
 }
 
 /// Peak resident memory of a process, from /proc, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
