@@ -12,8 +12,10 @@ write anything if the file does not have exactly those two. Around it:
 - ``DEST/stacker_upstream/`` is a package holding stacker's ``conftest.py`` and
   ``factories.py`` unchanged, so the test's ``from ..factories import`` works without
   shadowing the installed ``stacker`` package;
-- ``DEST/conftest.py`` makes ``moto.mock_s3`` an alias of ``moto.mock_aws`` (moto 5 renamed
-  it) and clears the server-mode variables, so these tests exercise local mode.
+- its ``__init__.py``, imported before the test module, makes ``moto.mock_s3`` an alias of
+  ``moto.mock_aws`` (moto 5 renamed it) and clears the server-mode variables, so these tests
+  exercise local mode. (Not a top-level ``conftest.py``: that module name is this package's
+  own tests' when both run in one pytest session.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ ORIGINAL_MODULE = "stacker.hooks.aws_lambda"
 OUR_MODULE = "lambda_packager.stacker"
 EXPECTED_REFERENCES = 2
 
-ROOT_CONFTEST = '''"""Written by clients/python/tests/stacker_upstream.py; see its docstring."""
+PACKAGE_INIT = '''"""Written by clients/python/tests/stacker_upstream.py; see its docstring."""
 import os
 
 import moto
@@ -56,8 +58,7 @@ def prepare(dest: Path) -> Path:
         )
     package = dest / "stacker_upstream"
     (package / "hooks").mkdir(parents=True, exist_ok=True)
-    (dest / "conftest.py").write_text(ROOT_CONFTEST, encoding="utf-8")
-    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "__init__.py").write_text(PACKAGE_INIT, encoding="utf-8")
     (package / "hooks" / "__init__.py").write_text("", encoding="utf-8")
     for name in ("conftest.py", "factories.py"):
         (package / name).write_text((tests / name).read_text(encoding="utf-8"), encoding="utf-8")

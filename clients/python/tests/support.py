@@ -1,0 +1,68 @@
+"""Helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+REGION = "us-east-1"
+
+#: A test tree: path -> bytes, or (bytes, executable).
+Spec = Dict[str, Union[bytes, Tuple[bytes, bool]]]
+
+
+def new_bucket(s3: Any, *, versioned: bool = False) -> str:
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=name)
+    if versioned:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def make_tree(root: Path, spec: Spec, *, order: Optional[List[str]] = None, umask: int = 0o022) -> Path:
+    """Creates ``spec``'s files under ``root`` in ``order``, with modes as ``umask`` makes them."""
+    previous = os.umask(umask)
+    try:
+        for name in order or list(spec):
+            value = spec[name]
+            data, executable = value if isinstance(value, tuple) else (value, False)
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            if executable:
+                path.chmod(0o777 & ~umask)
+    finally:
+        os.umask(previous)
+    return root
+
+
+def cli_pack(binary: str, source: Union[str, Path], *args: str) -> Tuple[Dict[str, Any], bytes]:
+    """``lambda-packager pack SOURCE ARGS`` → (its JSON, the zip's bytes)."""
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "cli.zip"
+        result = subprocess.run(
+            [binary, "pack", str(source), "--out", str(out), *args], check=True, capture_output=True
+        )
+        return json.loads(result.stdout), out.read_bytes()
+
+
+def stacker_context(namespace: str = "test", **config: Any) -> Any:
+    from stacker.config import Config
+    from stacker.context import Context
+
+    return Context(config=Config({"namespace": namespace, **config}), environment={})
+
+
+def provider(region: str = REGION) -> Any:
+    return SimpleNamespace(region=region)
+
+
+def object_bytes(s3: Any, bucket: str, key: str) -> bytes:
+    data: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return data
