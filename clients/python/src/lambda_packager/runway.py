@@ -134,6 +134,7 @@ def _upload_function(
         root = os.path.expanduser(options["path"])
     except KeyError as e:
         raise ValueError(f"missing required property '{e.args[0]}' in function '{name}'") from e
+    hook.check_function_name(name)
 
     includes = check_pattern_list(options.get("include"), "include", default=["**"]) or []
     excludes = check_pattern_list(options.get("exclude"), "exclude", default=[]) or []
@@ -168,4 +169,4 @@ def _upload_function(
     logger.info("adding %d files:", len(files))
     for selected in files:
         logger.debug(" + %s", selected.name)
-    return destination.publish(hook.check_function_name(name), files)
+    return destination.publish(name, files)

@@ -127,6 +127,7 @@ def _upload_function(
         raise ValueError(
             "missing required property '{}' in function '{}'".format(e.args[0], name)
         ) from None
+    hook.check_function_name(name)
 
     if not os.path.isabs(path):
         path = os.path.abspath(os.path.join(get_config_directory(), path))
@@ -157,4 +158,4 @@ def _upload_function(
             options["version"],
             name,
         )
-    return destination.publish(hook.check_function_name(name), source)
+    return destination.publish(name, source)
