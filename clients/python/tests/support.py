@@ -11,6 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+import boto3
+
 REGION = "us-east-1"
 
 #: A test tree: path -> bytes, or (bytes, executable).
@@ -61,6 +63,24 @@ def stacker_context(namespace: str = "test", **config: Any) -> Any:
 
 def provider(region: str = REGION) -> Any:
     return SimpleNamespace(region=region)
+
+
+class RunwayContext:
+    """What runway 1.x and 2.x CFNgin contexts give the hook: ``bucket_name``,
+    ``config.cfngin_bucket_region``, ``config_path`` (a file or a directory; ``str`` in 1.x,
+    ``Path`` in 2.x) and ``get_session(region=...)``, here recording the regions asked for."""
+
+    def __init__(
+        self, bucket_name: Optional[str], config_path: Union[str, Path], cfngin_bucket_region: Optional[str] = None
+    ) -> None:
+        self.bucket_name = bucket_name
+        self.config = SimpleNamespace(cfngin_bucket_region=cfngin_bucket_region)
+        self.config_path = config_path
+        self.session_regions: List[Optional[str]] = []
+
+    def get_session(self, profile: Optional[str] = None, region: Optional[str] = None) -> Any:
+        self.session_regions.append(region)
+        return boto3.Session(region_name=region)
 
 
 def object_bytes(s3: Any, bucket: str, key: str) -> bytes:

@@ -1,9 +1,7 @@
 """``lambda_packager.runway``: runway's CFNgin hook arguments, layers, requirements files.
 
-runway itself is not installed (its dependency tree is large); the context below has exactly
-what runway 1.x and 2.x contexts give the hook: ``bucket_name``, ``config.cfngin_bucket_region``,
-``config_path`` (a file or a directory, ``str`` in 1.x and ``Path`` in 2.x) and
-``get_session(region=...)``.
+runway itself is not installed (its dependency tree is large): ``support.RunwayContext`` has
+exactly what runway 1.x and 2.x contexts give the hook.
 """
 
 from __future__ import annotations
@@ -11,17 +9,15 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict
 
-import boto3
 import pytest
 from troposphere.awslambda import Code
 
 from lambda_packager import PackagerError
 from lambda_packager.runway import select_bucket_region, upload_lambda_functions
 
-from support import REGION, Spec, cli_pack, make_tree, new_bucket, object_bytes, provider
+from support import REGION, RunwayContext, Spec, cli_pack, make_tree, new_bucket, object_bytes, provider
 
 TREE: Spec = {
     "index.py": b"def handler(event, context):\n    return 'ok'\n",
@@ -29,20 +25,6 @@ TREE: Spec = {
     "mylib/core.py": b"VALUE = 1\n",
     "mylib/tool": (b"#!/bin/sh\n", True),
 }
-
-
-class RunwayContext:
-    def __init__(
-        self, bucket_name: Optional[str], config_path: Union[str, Path], cfngin_bucket_region: Optional[str] = None
-    ) -> None:
-        self.bucket_name = bucket_name
-        self.config = SimpleNamespace(cfngin_bucket_region=cfngin_bucket_region)
-        self.config_path = config_path
-        self.session_regions: List[Optional[str]] = []
-
-    def get_session(self, profile: Optional[str] = None, region: Optional[str] = None) -> Any:
-        self.session_regions.append(region)
-        return boto3.Session(region_name=region)
 
 
 def run_hook(context: Any, **kwargs: Any) -> Dict[str, Any]:

@@ -141,7 +141,7 @@ def _verify(existing: Dict[str, Any], bucket: str, key: str, package: Package) -
     size = existing.get("ContentLength")
     checksum = existing.get("ChecksumSHA256")
     # A multipart object's checksum ("...-N") is of its parts, not comparable with ours.
-    checksum_differs = bool(checksum) and "-" not in checksum and checksum != package.code_sha256
+    checksum_differs = isinstance(checksum, str) and "-" not in checksum and checksum != package.code_sha256
     if size != package.size or checksum_differs:
         raise PackagerError(
             "key_conflict",
