@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -168,7 +169,13 @@ def stacker_run(**kwargs: Any) -> Dict[str, Any]:
 
 
 def test_server_mode_gives_the_local_mode_key_and_bytes(
-    tmp_path: Path, s3: Any, bucket: str, service: Service, service_bucket: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    s3: Any,
+    bucket: str,
+    service: Service,
+    service_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = make_tree(tmp_path / "fn", TREE)
     functions = {"MyFunction": {"path": str(root), "exclude": ["**/*.md"]}}
@@ -177,7 +184,8 @@ def test_server_mode_gives_the_local_mode_key_and_bytes(
     monkeypatch.setenv("LAMBDA_PACKAGER_SERVER", service.url)
     monkeypatch.setenv("LAMBDA_PACKAGER_TOKEN", TOKEN)
     refuse_s3_sessions(monkeypatch)
-    remote = stacker_run(bucket=bucket, prefix="team/", functions=functions)["MyFunction"]
+    with caplog.at_level(logging.WARNING, logger="lambda_packager"):
+        remote = stacker_run(bucket=bucket, prefix="team/", functions=functions)["MyFunction"]
     again = stacker_run(prefix="team/", functions=functions)["MyFunction"]
 
     assert remote.to_dict() == {"S3Bucket": service_bucket, "S3Key": local.S3Key}
@@ -185,6 +193,7 @@ def test_server_mode_gives_the_local_mode_key_and_bytes(
     assert (remote.code_sha256, remote.size) == (local.code_sha256, local.size)
     assert (remote.uploaded, again.uploaded) == (True, False)
     assert again.S3Key == remote.S3Key
+    assert f"in its bucket {service_bucket}, not in bucket {bucket}" in caplog.text
 
 
 def test_a_prebuilt_zip_gets_the_same_key_in_both_modes(

@@ -111,10 +111,20 @@ class ServerDestination:
     url: str
     token: Optional[str]
     prefix: str
+    #: The hook's own ``bucket``, if it named one: only compared with the service's.
+    expected_bucket: Optional[str] = None
 
     def publish(self, function: str, source: Source) -> PackagedCode:
         """Sends ``source`` to the service as ``function``."""
         answer = server.publish(self.url, function, source, prefix=self.prefix, token=self.token)
+        if self.expected_bucket and answer.bucket and answer.bucket != self.expected_bucket:
+            logger.warning(
+                "lambda: server mode: %s stored %s in its bucket %s, not in bucket %s",
+                self.url,
+                answer.key,
+                answer.bucket,
+                self.expected_bucket,
+            )
         if answer.bucket is None:
             raise PackagerError(
                 "server_has_no_bucket",
@@ -155,13 +165,12 @@ def server_destination(url: str, args: Mapping[str, Any], custom_bucket: Optiona
             f"payload_acl {acl!r} cannot be applied in server mode: the lambda-packager service "
             "stores objects with its bucket's own ACL (remove payload_acl, or unset server)"
         )
-    if custom_bucket:
-        logger.warning(
-            "lambda: server mode: packages go to the bucket of %s, not to bucket %s", url, custom_bucket
-        )
-    prefix = args.get("prefix", "")
-    check_prefix(prefix)
-    return ServerDestination(url=url, token=os.environ.get(server.TOKEN_ENV) or None, prefix=prefix)
+    return ServerDestination(
+        url=url,
+        token=os.environ.get(server.TOKEN_ENV) or None,
+        prefix=check_prefix(args.get("prefix", "")),
+        expected_bucket=custom_bucket or None,
+    )
 
 
 def check_function_name(name: Any) -> str:
