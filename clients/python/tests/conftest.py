@@ -95,5 +95,3 @@ def put_counter(monkeypatch: pytest.MonkeyPatch) -> List[str]:
 
     monkeypatch.setattr(hook, "get_session", counting_session)
     return puts
-
-

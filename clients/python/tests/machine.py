@@ -35,7 +35,16 @@ def main(root: str, bucket: str, function: str, prefix: str, umask: str) -> None
         functions={function: {"path": root}},
     )
     code = result[function]
-    print(json.dumps({"bucket": code.S3Bucket, "key": code.S3Key, "code_sha256": code.code_sha256, "puts": len(puts)}))
+    print(
+        json.dumps(
+            {
+                "bucket": code.S3Bucket,
+                "key": code.S3Key,
+                "code_sha256": code.code_sha256,
+                "puts": len(puts),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

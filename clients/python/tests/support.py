@@ -19,15 +19,21 @@ REGION = "us-east-1"
 Spec = Dict[str, Union[bytes, Tuple[bytes, bool]]]
 
 
+def unique_bucket_name() -> str:
+    return f"test-{uuid.uuid4().hex[:20]}"
+
+
 def new_bucket(s3: Any, *, versioned: bool = False) -> str:
-    name = f"test-{uuid.uuid4().hex[:20]}"
+    name = unique_bucket_name()
     s3.create_bucket(Bucket=name)
     if versioned:
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
 
 
-def make_tree(root: Path, spec: Spec, *, order: Optional[List[str]] = None, umask: int = 0o022) -> Path:
+def make_tree(
+    root: Path, spec: Spec, *, order: Optional[List[str]] = None, umask: int = 0o022
+) -> Path:
     """Creates ``spec``'s files under ``root`` in ``order``, with modes as ``umask`` makes them."""
     previous = os.umask(umask)
     try:
@@ -71,7 +77,10 @@ class RunwayContext:
     ``Path`` in 2.x) and ``get_session(region=...)``, here recording the regions asked for."""
 
     def __init__(
-        self, bucket_name: Optional[str], config_path: Union[str, Path], cfngin_bucket_region: Optional[str] = None
+        self,
+        bucket_name: Optional[str],
+        config_path: Union[str, Path],
+        cfngin_bucket_region: Optional[str] = None,
     ) -> None:
         self.bucket_name = bucket_name
         self.config = SimpleNamespace(cfngin_bucket_region=cfngin_bucket_region)

@@ -39,7 +39,9 @@ def modes(data: bytes) -> Dict[str, int]:
         return {i.filename: (i.external_attr & ZIP_PERMS_MASK) >> 16 for i in zipped.infolist()}
 
 
-def test_hook_bytes_equal_the_cli_bytes_of_the_same_files(tmp_path: Path, packager_bin: str) -> None:
+def test_hook_bytes_equal_the_cli_bytes_of_the_same_files(
+    tmp_path: Path, packager_bin: str
+) -> None:
     root = make_tree(tmp_path / "fn", TREE)
     files = find_files(str(root), ["**"], [], False)
     with pack_files(files, function="MyFunction", prefix="ci/") as package:
@@ -122,7 +124,7 @@ def test_a_prebuilt_zip_is_packaged_canonically(tmp_path: Path, packager_bin: st
     with zipfile.ZipFile(prebuilt, "w", zipfile.ZIP_DEFLATED) as zipped:
         for name in reversed(sorted(TREE)):
             info = zipfile.ZipInfo(name, date_time=(2001, 2, 3, 4, 5, 6))
-            info.external_attr = ((0o100775 if name == "bin/run" else 0o100664) << 16)
+            info.external_attr = (0o100775 if name == "bin/run" else 0o100664) << 16
             info.create_system = 3
             value = TREE[name]
             zipped.writestr(info, value[0] if isinstance(value, tuple) else value)

@@ -17,7 +17,16 @@ from troposphere.awslambda import Code
 from lambda_packager import PackagerError
 from lambda_packager.runway import select_bucket_region, upload_lambda_functions
 
-from support import REGION, RunwayContext, Spec, cli_pack, make_tree, new_bucket, object_bytes, provider
+from support import (
+    REGION,
+    RunwayContext,
+    Spec,
+    cli_pack,
+    make_tree,
+    object_bytes,
+    provider,
+    unique_bucket_name,
+)
 
 TREE: Spec = {
     "index.py": b"def handler(event, context):\n    return 'ok'\n",
@@ -44,10 +53,12 @@ def test_a_function_is_the_cli_package_under_runway_key(
     config = tmp_path / "cfngin.yml"
     config.write_text("namespace: test\n")
     context = RunwayContext(bucket, str(config))
-    code = run_hook(context, prefix="lambda/", functions={"MyFunction": {"path": "src/fn", "exclude": "*.md"}})[
-        "MyFunction"
-    ]
-    answer, cli_bytes = cli_pack(packager_bin, root, "--function", "MyFunction", "--prefix", "lambda/")
+    code = run_hook(
+        context, prefix="lambda/", functions={"MyFunction": {"path": "src/fn", "exclude": "*.md"}}
+    )["MyFunction"]
+    answer, cli_bytes = cli_pack(
+        packager_bin, root, "--function", "MyFunction", "--prefix", "lambda/"
+    )
 
     assert isinstance(code, Code)
     assert code.to_dict() == {"S3Bucket": bucket, "S3Key": answer["key"]}
@@ -62,7 +73,9 @@ def test_paths_are_relative_to_a_config_directory_too(tmp_path: Path, s3: Any, b
     assert sorted(entries(s3, bucket, code.S3Key)) == sorted(TREE)
 
 
-def test_a_layer_puts_the_files_under_python(tmp_path: Path, s3: Any, bucket: str, packager_bin: str) -> None:
+def test_a_layer_puts_the_files_under_python(
+    tmp_path: Path, s3: Any, bucket: str, packager_bin: str
+) -> None:
     root = make_tree(tmp_path / "layer", TREE)
     context = RunwayContext(bucket, tmp_path)
     layer = run_hook(context, functions={"MyLayer": {"path": str(root), "layer": True}})["MyLayer"]
@@ -82,7 +95,9 @@ def test_a_requirements_file_is_refused_unless_ignored(
 ) -> None:
     root = make_tree(tmp_path / "fn", {**TREE, requirements: b"requests==2.32.3\n"})
     context = RunwayContext(bucket, tmp_path)
-    with pytest.raises(ValueError, match=f"function 'F': .* has {requirements}, whose dependencies"):
+    with pytest.raises(
+        ValueError, match=f"function 'F': .* has {requirements}, whose dependencies"
+    ):
         run_hook(context, functions={"F": {"path": str(root)}})
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
 
@@ -97,7 +112,10 @@ def test_without_any_bucket_the_hook_says_so(tmp_path: Path, s3_env: str) -> Non
 
 def test_patterns_are_checked_before_the_path_as_runway_does(tmp_path: Path, bucket: str) -> None:
     with pytest.raises(ValueError, match="Invalid file patterns in key 'include'"):
-        run_hook(RunwayContext(bucket, tmp_path), functions={"F": {"path": "missing", "include": {"a": 1}}})
+        run_hook(
+            RunwayContext(bucket, tmp_path),
+            functions={"F": {"path": "missing", "include": {"a": 1}}},
+        )
     with pytest.raises(ValueError, match="missing required property 'path' in function 'F'"):
         run_hook(RunwayContext(bucket, tmp_path), functions={"F": {}})
 
@@ -105,7 +123,9 @@ def test_patterns_are_checked_before_the_path_as_runway_does(tmp_path: Path, buc
 @pytest.mark.parametrize("option", ["layer", "ignore_requirements"])
 def test_function_flags_must_be_booleans(tmp_path: Path, bucket: str, option: str) -> None:
     with pytest.raises(ValueError, match=f"{option} option of function 'F' must be a boolean"):
-        run_hook(RunwayContext(bucket, tmp_path), functions={"F": {"path": str(tmp_path), option: "yes"}})
+        run_hook(
+            RunwayContext(bucket, tmp_path), functions={"F": {"path": str(tmp_path), option: "yes"}}
+        )
 
 
 def test_a_missing_directory_is_an_error_naming_it(tmp_path: Path, bucket: str) -> None:
@@ -114,7 +134,7 @@ def test_a_missing_directory_is_an_error_naming_it(tmp_path: Path, bucket: str) 
 
 
 def test_the_bucket_region_follows_runway(tmp_path: Path, s3: Any) -> None:
-    name = new_bucket(s3) + "-west"
+    name = unique_bucket_name()
     context = RunwayContext("ignored", tmp_path, cfngin_bucket_region="us-east-2")
     make_tree(tmp_path / "fn", TREE)
     run_hook(context, bucket=name, bucket_region="eu-west-1", functions={"F": {"path": "fn"}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import pytest
 
@@ -14,15 +14,25 @@ from lambda_packager.selection import check_pattern_list, find_files
 from support import make_tree
 
 
-def names(root: Path, includes: List[str] = ["**"], excludes: List[str] = [], follow: bool = False) -> List[str]:
+def names(
+    root: Path,
+    includes: Sequence[str] = ("**",),
+    excludes: Sequence[str] = (),
+    follow: bool = False,
+) -> List[str]:
     return [f.name for f in find_files(str(root), includes, excludes, follow)]
 
 
-def stacker_names(root: Path, includes: List[str] = ["**"], excludes: List[str] = [], follow: bool = False) -> List[str]:
+def stacker_names(
+    root: Path,
+    includes: Sequence[str] = ("**",),
+    excludes: Sequence[str] = (),
+    follow: bool = False,
+) -> List[str]:
     """What stacker 1.7.2's own hook selects, as package paths."""
     from stacker.hooks import aws_lambda
 
-    found = aws_lambda._find_files(str(root), includes, excludes, follow)
+    found = aws_lambda._find_files(str(root), list(includes), list(excludes), follow)
     return sorted(os.path.normpath(f) for f in found)
 
 
@@ -63,7 +73,9 @@ def test_formic_default_excludes_apply_and_pyc_files_are_kept(tmp_path: Path) ->
         (["**/*.js"], ["**"]),
     ],
 )
-def test_patterns_select_what_stacker_selects(tmp_path: Path, includes: List[str], excludes: List[str]) -> None:
+def test_patterns_select_what_stacker_selects(
+    tmp_path: Path, includes: List[str], excludes: List[str]
+) -> None:
     root = make_tree(tmp_path / "fn", TREE)
     assert names(root, includes, excludes) == stacker_names(root, includes, excludes)
 
@@ -154,5 +166,8 @@ def test_pattern_lists_are_read_as_stacker_reads_them(value: object, expected: L
 
 @pytest.mark.parametrize("value", [{"a": "b"}, ["*.py", 3], 7])
 def test_bad_pattern_lists_get_stacker_message(value: object) -> None:
-    with pytest.raises(ValueError, match="Invalid file patterns in key 'exclude': must be a string or list of strings"):
+    with pytest.raises(
+        ValueError,
+        match="Invalid file patterns in key 'exclude': must be a string or list of strings",
+    ):
         check_pattern_list(value, "exclude")

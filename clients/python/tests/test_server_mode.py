@@ -119,7 +119,9 @@ def service_bucket(moto_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def service(packager_bin: str, moto_url: str, service_bucket: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    packager_bin: str, moto_url: str, service_bucket: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     running = Service(
         packager_bin,
         {
@@ -138,7 +140,9 @@ def service(packager_bin: str, moto_url: str, service_bucket: str, tmp_path_fact
 
 
 @pytest.fixture(scope="module")
-def local_store_service(packager_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def local_store_service(
+    packager_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     running = Service(
         packager_bin,
         {"LAMBDA_PACKAGER_STORE__LOCAL__PATH": str(tmp_path_factory.mktemp("service-artifacts"))},
@@ -212,14 +216,23 @@ def test_a_prebuilt_zip_gets_the_same_key_in_both_modes(
 
 
 def test_a_runway_layer_in_server_mode_has_the_local_key(
-    tmp_path: Path, s3: Any, bucket: str, service: Service, service_bucket: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    s3: Any,
+    bucket: str,
+    service: Service,
+    service_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = make_tree(tmp_path / "layer", TREE)
     functions = {"MyLayer": {"path": str(root), "layer": True}}
-    local = runway_upload(context=RunwayContext(bucket, tmp_path), provider=provider(), functions=functions)["MyLayer"]
+    local = runway_upload(
+        context=RunwayContext(bucket, tmp_path), provider=provider(), functions=functions
+    )["MyLayer"]
     monkeypatch.setenv("LAMBDA_PACKAGER_TOKEN", TOKEN)
     context = RunwayContext(bucket, tmp_path)
-    remote = runway_upload(context=context, provider=provider(), server=service.url, functions=functions)["MyLayer"]
+    remote = runway_upload(
+        context=context, provider=provider(), server=service.url, functions=functions
+    )["MyLayer"]
 
     assert remote.S3Key == local.S3Key
     assert context.session_regions == []
@@ -227,7 +240,9 @@ def test_a_runway_layer_in_server_mode_has_the_local_key(
         assert zipped.namelist() == sorted(f"python/{name}" for name in TREE)
 
 
-def test_a_wrong_token_is_the_service_error(tmp_path: Path, service: Service, no_s3_here: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_token_is_the_service_error(
+    tmp_path: Path, service: Service, no_s3_here: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_tree(tmp_path / "fn", TREE)
     monkeypatch.setenv("LAMBDA_PACKAGER_TOKEN", "not-the-token")
     with pytest.raises(PackagerError) as raised:
@@ -245,8 +260,12 @@ def test_the_server_argument_wins_over_the_environment(
     assert code.S3Key == f"lambda-F-{code.sha256}.zip"
 
 
-def test_payload_acl_cannot_be_honoured_in_server_mode(tmp_path: Path, service: Service, no_s3_here: None) -> None:
-    with pytest.raises(ValueError, match="payload_acl 'authenticated-read' cannot be applied in server mode"):
+def test_payload_acl_cannot_be_honoured_in_server_mode(
+    tmp_path: Path, service: Service, no_s3_here: None
+) -> None:
+    with pytest.raises(
+        ValueError, match="payload_acl 'authenticated-read' cannot be applied in server mode"
+    ):
         stacker_run(server=service.url, payload_acl="authenticated-read", functions={})
 
 
@@ -265,7 +284,9 @@ def test_a_prefix_the_service_does_not_allow_is_its_error(
 ) -> None:
     root = make_tree(tmp_path / "fn", TREE)
     with pytest.raises(PackagerError) as raised:
-        stacker_run(server=local_store_service.url, prefix="team/", functions={"F": {"path": str(root)}})
+        stacker_run(
+            server=local_store_service.url, prefix="team/", functions={"F": {"path": str(root)}}
+        )
     assert (raised.value.code, raised.value.status) == ("prefix_not_allowed", 403)
 
 

@@ -24,10 +24,20 @@ from troposphere.awslambda import Code
 import lambda_packager.stacker as hook
 from lambda_packager.stacker import upload_lambda_functions
 
-from support import REGION, Spec, cli_pack, make_tree, new_bucket, object_bytes, provider, stacker_context
+from support import (
+    REGION,
+    Spec,
+    cli_pack,
+    make_tree,
+    new_bucket,
+    object_bytes,
+    provider,
+    stacker_context,
+    unique_bucket_name,
+)
 
 TREE: Spec = {
-    "handler.py": b"import lib.util\n\ndef handler(event, context):\n    return lib.util.answer()\n",
+    "handler.py": b"from lib.util import answer\n\ndef handler(event, _):\n    return answer()\n",
     "lib/__init__.py": b"",
     "lib/util.py": b"def answer():\n    return 42\n",
     "bin/tool": (b"#!/bin/sh\nexit 0\n", True),
@@ -38,11 +48,15 @@ MACHINE = Path(__file__).with_name("machine.py")
 
 
 def run_hook(**kwargs: Any) -> Dict[str, Any]:
-    result: Dict[str, Any] = upload_lambda_functions(context=stacker_context(), provider=provider(), **kwargs)
+    result: Dict[str, Any] = upload_lambda_functions(
+        context=stacker_context(), provider=provider(), **kwargs
+    )
     return result
 
 
-def on_another_machine(root: Path, bucket: str, *, tz: str, hash_seed: str, umask: str) -> Dict[str, Any]:
+def on_another_machine(
+    root: Path, bucket: str, *, tz: str, hash_seed: str, umask: str
+) -> Dict[str, Any]:
     env = dict(os.environ, TZ=tz, PYTHONHASHSEED=hash_seed)
     done = subprocess.run(
         [sys.executable, str(MACHINE), str(root), bucket, "MyFunction", "ci/", umask],
@@ -58,7 +72,9 @@ def on_another_machine(root: Path, bucket: str, *, tz: str, hash_seed: str, umas
 
 def test_the_same_tree_on_two_machines_is_one_key_and_one_object(tmp_path: Path, s3: Any) -> None:
     first = make_tree(tmp_path / "machine-a" / "fn", TREE, umask=0o022)
-    second = make_tree(tmp_path / "machine-b" / "fn", TREE, order=sorted(TREE, reverse=True), umask=0o002)
+    second = make_tree(
+        tmp_path / "machine-b" / "fn", TREE, order=sorted(TREE, reverse=True), umask=0o002
+    )
     for number, path in enumerate(sorted(second.rglob("*"))):
         os.utime(path, (86_400 * number, 86_400 * number))  # 1970, before zip's 1980 epoch
     shared = new_bucket(s3, versioned=True)
@@ -66,7 +82,9 @@ def test_the_same_tree_on_two_machines_is_one_key_and_one_object(tmp_path: Path,
 
     a = on_another_machine(first, shared, tz="Pacific/Kiritimati", hash_seed="0", umask="022")
     b = on_another_machine(second, shared, tz="America/Adak", hash_seed="4242", umask="002")
-    b_alone = on_another_machine(second, elsewhere, tz="Asia/Kathmandu", hash_seed="17", umask="077")
+    b_alone = on_another_machine(
+        second, elsewhere, tz="Asia/Kathmandu", hash_seed="17", umask="077"
+    )
 
     assert a["key"] == b["key"] == b_alone["key"]
     assert (a["puts"], b["puts"], b_alone["puts"]) == (1, 0, 1)
@@ -103,7 +121,9 @@ def test_a_second_run_from_a_copy_makes_no_put_and_keeps_the_version(
     tmp_path: Path, s3: Any, put_counter: List[str]
 ) -> None:
     bucket = new_bucket(s3, versioned=True)
-    first = run_hook(bucket=bucket, functions={"F": {"path": str(make_tree(tmp_path / "a", TREE))}})["F"]
+    first = run_hook(
+        bucket=bucket, functions={"F": {"path": str(make_tree(tmp_path / "a", TREE))}}
+    )["F"]
     copy = make_tree(tmp_path / "b", TREE, order=sorted(TREE, reverse=True), umask=0o002)
     second = run_hook(bucket=bucket, functions={"F": {"path": str(copy)}})["F"]
 
@@ -111,7 +131,9 @@ def test_a_second_run_from_a_copy_makes_no_put_and_keeps_the_version(
     assert (first.uploaded, second.uploaded) == (True, False)
     assert len(put_counter) == 1
     assert first.version_id is not None and second.version_id == first.version_id
-    assert [v["VersionId"] for v in s3.list_object_versions(Bucket=bucket)["Versions"]] == [first.version_id]
+    assert [v["VersionId"] for v in s3.list_object_versions(Bucket=bucket)["Versions"]] == [
+        first.version_id
+    ]
 
 
 def test_an_exec_bit_or_one_byte_is_a_new_key(tmp_path: Path, s3: Any, bucket: str) -> None:
@@ -131,7 +153,9 @@ def test_an_exec_bit_or_one_byte_is_a_new_key(tmp_path: Path, s3: Any, bucket: s
     assert keys == sorted({original, executable, edited})
 
 
-def test_a_prebuilt_zip_is_stored_canonically(tmp_path: Path, s3: Any, bucket: str, packager_bin: str) -> None:
+def test_a_prebuilt_zip_is_stored_canonically(
+    tmp_path: Path, s3: Any, bucket: str, packager_bin: str
+) -> None:
     root = make_tree(tmp_path / "fn", TREE)
     prebuilt = tmp_path / "build" / "function.zip"
     prebuilt.parent.mkdir()
@@ -154,19 +178,29 @@ def test_a_function_version_is_ignored_with_a_warning(
 ) -> None:
     root = make_tree(tmp_path / "fn", TREE)
     with caplog.at_level(logging.WARNING, logger="lambda_packager"):
-        code = run_hook(bucket=bucket, functions={"F": {"path": str(root), "version": "1.2.3"}})["F"]
+        code = run_hook(bucket=bucket, functions={"F": {"path": str(root), "version": "1.2.3"}})[
+            "F"
+        ]
     assert "1.2.3" not in code.S3Key and code.S3Key == f"lambda-F-{code.sha256}.zip"
     assert "ignoring version '1.2.3' of function F" in caplog.text
 
 
-def test_links_leaving_the_tree_are_materialized_when_followed(tmp_path: Path, s3: Any, bucket: str) -> None:
-    shared = make_tree(tmp_path / "shared", {"common/log.py": b"LEVEL = 'info'\n", "VERSION": b"7\n"})
+def test_links_leaving_the_tree_are_materialized_when_followed(
+    tmp_path: Path, s3: Any, bucket: str
+) -> None:
+    shared = make_tree(
+        tmp_path / "shared", {"common/log.py": b"LEVEL = 'info'\n", "VERSION": b"7\n"}
+    )
     root = make_tree(tmp_path / "fn", {"handler.py": b"h"})
     (root / "common").symlink_to(shared / "common")
     (root / "VERSION").symlink_to(shared / "VERSION")
 
-    followed = run_hook(bucket=bucket, follow_symlinks=True, functions={"F": {"path": str(root)}})["F"]
-    dropped = run_hook(bucket=bucket, follow_symlinks=False, functions={"F": {"path": str(root)}})["F"]
+    followed = run_hook(bucket=bucket, follow_symlinks=True, functions={"F": {"path": str(root)}})[
+        "F"
+    ]
+    dropped = run_hook(bucket=bucket, follow_symlinks=False, functions={"F": {"path": str(root)}})[
+        "F"
+    ]
 
     with zipfile.ZipFile(io.BytesIO(object_bytes(s3, bucket, followed.S3Key))) as zipped:
         assert {n: zipped.read(n) for n in zipped.namelist()} == {
@@ -195,11 +229,15 @@ def test_names_and_prefixes_lambda_packager_cannot_key_are_refused_before_any_wr
     assert put_counter == []
 
 
-def test_the_default_bucket_is_created_in_the_stacker_bucket_region(tmp_path: Path, s3: Any) -> None:
-    namespace = f"ns-{new_bucket(s3)}"
+def test_the_default_bucket_is_created_in_the_stacker_bucket_region(
+    tmp_path: Path, s3: Any
+) -> None:
+    namespace = f"ns-{unique_bucket_name()}"
     context = stacker_context(namespace=namespace, stacker_bucket_region="eu-west-1")
     root = make_tree(tmp_path / "fn", TREE)
-    code = upload_lambda_functions(context=context, provider=provider(REGION), functions={"F": {"path": str(root)}})["F"]
+    code = upload_lambda_functions(
+        context=context, provider=provider(REGION), functions={"F": {"path": str(root)}}
+    )["F"]
     assert code.S3Bucket == context.bucket_name == f"stacker-{namespace}"
     assert s3.get_bucket_location(Bucket=code.S3Bucket)["LocationConstraint"] == "eu-west-1"
 

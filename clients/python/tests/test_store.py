@@ -16,12 +16,15 @@ from lambda_packager import PackagerError, s3 as store
 from lambda_packager.packing import Package, pack_files
 from lambda_packager.selection import find_files
 
-from support import REGION, make_tree, new_bucket, object_bytes
+from support import REGION, make_tree, new_bucket, object_bytes, unique_bucket_name
 
 
 @pytest.fixture
 def package(tmp_path: Path) -> Iterator[Package]:
-    root = make_tree(tmp_path / "fn", {"handler.py": b"def handler(e, c):\n    return 1\n", "run": (b"#!/bin/sh\n", True)})
+    root = make_tree(
+        tmp_path / "fn",
+        {"handler.py": b"def handler(e, c):\n    return 1\n", "run": (b"#!/bin/sh\n", True)},
+    )
     with pack_files(find_files(str(root), ["**"], [], False), function="MyFunction") as packed:
         yield packed
 
@@ -40,7 +43,9 @@ def test_moto_honours_if_none_match_on_put_object(s3: Any, bucket: str) -> None:
     assert object_bytes(s3, bucket, "k") == b"first"
 
 
-def test_a_new_package_is_stored_with_its_checksum_type_and_acl(s3: Any, bucket: str, package: Package) -> None:
+def test_a_new_package_is_stored_with_its_checksum_type_and_acl(
+    s3: Any, bucket: str, package: Package
+) -> None:
     assert package.key is not None
     calls = counting(s3)
     stored = store.store_once(s3, bucket, package.key, package, acl="authenticated-read")
@@ -55,9 +60,10 @@ def test_a_new_package_is_stored_with_its_checksum_type_and_acl(s3: Any, bucket:
     assert head["ContentType"] == "application/zip"
     assert head["CacheControl"] == "public, max-age=31536000, immutable"
     grants = s3.get_object_acl(Bucket=bucket, Key=package.key)["Grants"]
-    assert {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"} in [
-        g["Grantee"] for g in grants
-    ]
+    assert {
+        "Type": "Group",
+        "URI": "http://acs.amazonaws.com/groups/global/AuthenticatedUsers",
+    } in [g["Grantee"] for g in grants]
 
 
 def test_an_existing_package_is_verified_and_not_written_again(s3: Any, package: Package) -> None:
@@ -81,8 +87,14 @@ def test_a_lost_race_is_verified_and_not_an_error(s3: Any, bucket: str, package:
     data = Path(package.path).read_bytes()
 
     def other_machine_first(**_: Any) -> None:
-        other.put_object(Bucket=bucket, Key=package.key, Body=data, IfNoneMatch="*",
-                         ChecksumAlgorithm="SHA256", ChecksumSHA256=package.code_sha256)
+        other.put_object(
+            Bucket=bucket,
+            Key=package.key,
+            Body=data,
+            IfNoneMatch="*",
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=package.code_sha256,
+        )
 
     s3.meta.events.register_first("before-call.s3.PutObject", other_machine_first)
     calls = counting(s3)
@@ -93,7 +105,9 @@ def test_a_lost_race_is_verified_and_not_an_error(s3: Any, bucket: str, package:
     assert object_bytes(s3, bucket, package.key) == data
 
 
-def test_a_lost_race_to_other_bytes_is_a_key_conflict(s3: Any, bucket: str, package: Package) -> None:
+def test_a_lost_race_to_other_bytes_is_a_key_conflict(
+    s3: Any, bucket: str, package: Package
+) -> None:
     assert package.key is not None
     other = boto3.client("s3", region_name=REGION)
 
@@ -107,19 +121,28 @@ def test_a_lost_race_to_other_bytes_is_a_key_conflict(s3: Any, bucket: str, pack
     assert object_bytes(s3, bucket, package.key) == b"not this package"
 
 
-def test_other_bytes_of_the_same_size_are_a_key_conflict(s3: Any, bucket: str, package: Package) -> None:
+def test_other_bytes_of_the_same_size_are_a_key_conflict(
+    s3: Any, bucket: str, package: Package
+) -> None:
     assert package.key is not None
     forged = bytearray(Path(package.path).read_bytes())
     forged[-1] ^= 1
-    s3.put_object(Bucket=bucket, Key=package.key, Body=bytes(forged), ChecksumAlgorithm="SHA256",
-                  ChecksumSHA256=base64.b64encode(hashlib.sha256(forged).digest()).decode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=package.key,
+        Body=bytes(forged),
+        ChecksumAlgorithm="SHA256",
+        ChecksumSHA256=base64.b64encode(hashlib.sha256(forged).digest()).decode(),
+    )
     with pytest.raises(PackagerError) as raised:
         store.store_once(s3, bucket, package.key, package)
     assert raised.value.code == "key_conflict"
     assert object_bytes(s3, bucket, package.key) == bytes(forged)
 
 
-def test_a_conditional_write_conflict_is_retried(package: Package, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_conditional_write_conflict_is_retried(
+    package: Package, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """S3's 409 ConditionalRequestConflict (moto never sends it): a narrow stubbed test."""
     assert package.key is not None
     monkeypatch.setattr(store, "CONFLICT_BACKOFF_SECONDS", 0.0)
@@ -152,7 +175,7 @@ def test_a_denied_head_is_an_error_not_absent(package: Package) -> None:
 
 
 def test_ensure_bucket_creates_a_missing_bucket_in_its_region(s3: Any) -> None:
-    name = f"{new_bucket(s3)}-eu"
+    name = unique_bucket_name()
     regional = boto3.client("s3", region_name="eu-west-1")
     store.ensure_bucket(regional, name, "eu-west-1")
     assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"

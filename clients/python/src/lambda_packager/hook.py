@@ -91,7 +91,9 @@ class S3Destination:
         )
         with packer as package:
             assert package.key is not None
-            logger.debug("lambda: package %s: %d files, %d bytes", package.key, package.files, package.size)
+            logger.debug(
+                "lambda: package %s: %d files, %d bytes", package.key, package.files, package.size
+            )
             stored = s3.store_once(self.client, self.bucket, package.key, package, acl=self.acl)
         return PackagedCode(
             bucket=self.bucket,
@@ -130,10 +132,13 @@ class ServerDestination:
                 "server_has_no_bucket",
                 f"{self.url} keeps packages in a local folder, not in S3 "
                 f"(it stored {answer.key}); a CloudFormation Code needs a bucket: configure "
-                "that service with store.backend = \"s3\"",
+                'that service with store.backend = "s3"',
             )
         logger.info(
-            "lambda: %s s3://%s/%s", "uploaded" if answer.uploaded else "already stored", answer.bucket, answer.key
+            "lambda: %s s3://%s/%s",
+            "uploaded" if answer.uploaded else "already stored",
+            answer.bucket,
+            answer.key,
         )
         return PackagedCode(
             bucket=answer.bucket,
@@ -157,7 +162,9 @@ def server_url(args: Mapping[str, Any]) -> Optional[str]:
     return url or None
 
 
-def server_destination(url: str, args: Mapping[str, Any], custom_bucket: Optional[str]) -> ServerDestination:
+def server_destination(
+    url: str, args: Mapping[str, Any], custom_bucket: Optional[str]
+) -> ServerDestination:
     """The server-mode destination, refusing options the service cannot honour."""
     acl = args.get("payload_acl", "private")
     if acl != "private":

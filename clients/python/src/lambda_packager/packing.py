@@ -84,7 +84,11 @@ def write_tar(files: Sequence[SelectedFile], out: IO[bytes]) -> Dict[str, int]:
     # PAX for long and non-ASCII names; surrogateescape lets a non-UTF-8 name through, for
     # lambda-packager to refuse it with `invalid_path` rather than this stream failing.
     with tarfile.open(
-        fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
+        fileobj=out,
+        mode="w|",
+        format=tarfile.PAX_FORMAT,
+        encoding="utf-8",
+        errors="surrogateescape",
     ) as tar:
         for selected in files:
             with _open_regular(selected.path) as data:
@@ -123,9 +127,7 @@ def pack_files(
 
 
 @contextlib.contextmanager
-def pack_zip(
-    path: str, *, function: Optional[str] = None, prefix: str = ""
-) -> Iterator[Package]:
+def pack_zip(path: str, *, function: Optional[str] = None, prefix: str = "") -> Iterator[Package]:
     """Re-packages an existing zip canonically (every file of it; exec bits from its entries)."""
     with tempfile.TemporaryDirectory(prefix="lambda-packager-") as work:
         yield _run_pack([path], work, os.path.join(work, "package.zip"), function, prefix, None)
@@ -145,9 +147,10 @@ def _run_pack(
     if prefix:
         command += ["--prefix", prefix]
     # Output goes to files, not pipes: nothing can block while the tar is being written.
-    with open(os.path.join(work, "stdout"), "w+b") as stdout, open(
-        os.path.join(work, "stderr"), "w+b"
-    ) as stderr:
+    with (
+        open(os.path.join(work, "stdout"), "w+b") as stdout,
+        open(os.path.join(work, "stderr"), "w+b") as stderr,
+    ):
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE if feed else subprocess.DEVNULL,

@@ -3,7 +3,7 @@
 Switch a CFNgin config (runway 1.x or 2.x) to it by changing one line::
 
     pre_deploy:          # pre_build in runway 1.x
-      - path: lambda_packager.runway.upload_lambda_functions   # was runway.cfngin.hooks.aws_lambda...
+      - path: lambda_packager.runway.upload_lambda_functions  # was runway.cfngin.hooks.aws_lambda
         data_key: lambda
         args: {...unchanged...}
 
@@ -47,7 +47,9 @@ REQUIREMENTS_FILES = ("requirements.txt", "Pipfile", "Pipfile.lock")
 LAYER_DIRECTORY = "python/"
 
 
-def upload_lambda_functions(context: Any, provider: Any, **kwargs: Any) -> Dict[str, hook.PackagedCode]:
+def upload_lambda_functions(
+    context: Any, provider: Any, **kwargs: Any
+) -> Dict[str, hook.PackagedCode]:
     """Builds each function's package and stores it once; returns ``{Name: Code}``.
 
     Keyword arguments (runway's): ``bucket``, ``bucket_region``, ``prefix``,

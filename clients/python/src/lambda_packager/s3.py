@@ -117,7 +117,9 @@ def ensure_bucket(client: Any, bucket: str, region: Optional[str]) -> None:
     client.create_bucket(**create)
 
 
-def _put(client: Any, bucket: str, key: str, package: Package, acl: Optional[str]) -> Dict[str, Any]:
+def _put(
+    client: Any, bucket: str, key: str, package: Package, acl: Optional[str]
+) -> Dict[str, Any]:
     extra: Dict[str, Any] = {"ACL": acl} if acl else {}
     with open(package.path, "rb") as body:
         answer: Dict[str, Any] = client.put_object(
@@ -141,7 +143,9 @@ def _verify(existing: Dict[str, Any], bucket: str, key: str, package: Package) -
     size = existing.get("ContentLength")
     checksum = existing.get("ChecksumSHA256")
     # A multipart object's checksum ("...-N") is of its parts, not comparable with ours.
-    checksum_differs = isinstance(checksum, str) and "-" not in checksum and checksum != package.code_sha256
+    checksum_differs = (
+        isinstance(checksum, str) and "-" not in checksum and checksum != package.code_sha256
+    )
     if size != package.size or checksum_differs:
         raise PackagerError(
             "key_conflict",

@@ -56,9 +56,7 @@ def check_pattern_list(
         return [patterns]
     if isinstance(patterns, list) and all(isinstance(p, str) for p in patterns):
         return patterns
-    raise ValueError(
-        f"Invalid file patterns in key '{key}': must be a string or list of strings"
-    )
+    raise ValueError(f"Invalid file patterns in key '{key}': must be a string or list of strings")
 
 
 def find_files(

@@ -44,7 +44,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def upload_lambda_functions(context: Any, provider: Any, **kwargs: Any) -> Dict[str, hook.PackagedCode]:
+def upload_lambda_functions(
+    context: Any, provider: Any, **kwargs: Any
+) -> Dict[str, hook.PackagedCode]:
     """Builds each function's package and stores it once; returns ``{Name: Code}``.
 
     Keyword arguments (stacker's): ``bucket``, ``bucket_region``, ``prefix``,
@@ -79,7 +81,7 @@ def upload_lambda_functions(context: Any, provider: Any, **kwargs: Any) -> Dict[
         destination = hook.server_destination(url, kwargs, custom_bucket)
     else:
         prefix = hook.check_prefix(kwargs.get("prefix", ""))
-        # Canned ACL for new objects: https://docs.aws.amazon.com/AmazonS3/latest/dev/acl-overview.html#canned-acl
+        # A canned ACL for new objects (stacker's default: private).
         payload_acl = kwargs.get("payload_acl", "private")
         # Always the global client for S3, as in stacker.
         s3_client = get_session(bucket_region).client("s3")
@@ -124,9 +126,7 @@ def _upload_function(
     try:
         path = os.path.expanduser(options["path"])
     except KeyError as e:
-        raise ValueError(
-            "missing required property '{}' in function '{}'".format(e.args[0], name)
-        ) from None
+        raise ValueError(f"missing required property '{e.args[0]}' in function '{name}'") from None
     hook.check_function_name(name)
 
     if not os.path.isabs(path):
@@ -144,7 +144,8 @@ def _upload_function(
         source = find_files(path, includes, excludes, follow_symlinks)
         if not source:
             raise RuntimeError(
-                "Empty list of files for Lambda payload. Check your include/exclude options for errors."
+                "Empty list of files for Lambda payload. Check your include/exclude options for "
+                "errors."
             )
         logger.info("lambda: adding %d files:", len(source))
         for selected in source:
