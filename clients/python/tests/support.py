@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -89,7 +90,14 @@ class RunwayContext:
 
     def get_session(self, profile: Optional[str] = None, region: Optional[str] = None) -> Any:
         self.session_regions.append(region)
-        return boto3.Session(region_name=region)
+        return _session(region)
+
+
+@functools.lru_cache(maxsize=None)
+def _session(region: Optional[str]) -> Any:
+    """One session per region, as runway caches them: loading the service models again for
+    every hook run would be most of a test's time."""
+    return boto3.Session(region_name=region)
 
 
 def object_bytes(s3: Any, bucket: str, key: str) -> bytes:
