@@ -90,7 +90,8 @@ class S3Destination:
             else pack_files(source, function=function, prefix=self.prefix)
         )
         with packer as package:
-            assert package.key is not None
+            if package.key is None:
+                raise PackagerError("package_mismatch", "lambda-packager pack reported no key")
             logger.debug(
                 "lambda: package %s: %d files, %d bytes", package.key, package.files, package.size
             )

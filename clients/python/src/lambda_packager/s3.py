@@ -57,7 +57,8 @@ def store_once(
         logger.info("lambda: object %s already exists, not uploading", key)
         return Stored(uploaded=False, version_id=existing.get("VersionId"))
     backoff = CONFLICT_BACKOFF_SECONDS
-    for attempt in range(CONFLICT_RETRIES + 1):
+    conflicts = 0
+    while True:
         try:
             answer = _put(client, bucket, key, package, acl)
             logger.info("lambda: uploaded object %s", key)
@@ -74,13 +75,13 @@ def store_once(
                     ) from e
                 _verify(stored, bucket, key, package)
                 return Stored(uploaded=False, version_id=stored.get("VersionId"))
-            if code == "ConditionalRequestConflict" and attempt < CONFLICT_RETRIES:
+            if code == "ConditionalRequestConflict" and conflicts < CONFLICT_RETRIES:
+                conflicts += 1
                 logger.debug("lambda: concurrent write to %s, retrying in %.1fs", key, backoff)
                 time.sleep(backoff)
                 backoff *= 2
                 continue
             raise
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def head(client: Any, bucket: str, key: str) -> Optional[Dict[str, Any]]:
