@@ -69,7 +69,8 @@ pub struct PushArgs {
     /// Bearer token (prefer the environment variable to keep it out of shell history).
     #[arg(long, value_name = "T", env = "LAMBDA_PACKAGER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Extra key prefix (the server must allow per-request prefixes).
+    /// The request's key prefix, which the server puts after its own store.prefix (the server
+    /// must allow per-request prefixes).
     #[arg(long, value_name = "P")]
     pub prefix: Option<KeyPrefix>,
     /// Compute the key on the server without storing anything.
