@@ -216,7 +216,7 @@ fn every_bad_input_over_http_stays_within_a_memory_budget_and_leaves_nothing_beh
     }
     // The bombs would decompress to 40 MiB; past 1 MiB their contents go to a temp file, and
     // the ratio check stops them after `ratio_grace_bytes` (16 MiB). Measured on the debug
-    // binary this test runs (2 cores, 2026-11): the service peaks at 22-24 MiB once listening
+    // binary this test runs (on this 2-core machine): the service peaks at 22-24 MiB once listening
     // and the bad inputs add 11-14 MiB (decoder buffers, 1 MiB memory spools, per-thread malloc
     // arenas), a peak of 33-36 MiB. With contents kept in memory instead (MEMORY_SPOOL_BYTES
     // raised to 1 GiB, the regression this guards against) each bomb holds its 16 MiB grace in
