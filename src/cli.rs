@@ -1,8 +1,11 @@
-//! Command-line interface: `pack` builds a package offline, with the same bytes the service
-//! would produce.
+//! Command-line interface: `serve` runs the service, `pack` builds a package offline with the
+//! bytes the service would produce, `push` sends a source to a server.
+//!
+//! Exit status: 0 on success, 2 when the input or the command line is at fault (clap's own
+//! usage errors exit 2 as well), 1 when this machine, the network or the server is.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +16,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::package::{Limits, PackOptions};
+use crate::client::{PushInput, ServerUrl};
+use crate::package::{self, Limits, PackOptions};
 use crate::publish::{self, GitInput, Input};
 use crate::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection};
@@ -35,39 +39,56 @@ pub enum Command {
     Serve(ServeArgs),
     /// Build the canonical zip of a directory, an archive or a git commit and print its key and
     /// digest as JSON.
+    // The two forms, spelled out: clap's generated line mixes them (`--git <REPO> --ref <REF>
+    // [SOURCE]`), which is exactly what it refuses.
+    #[command(override_usage = PACK_USAGE)]
     Pack(PackArgs),
-    /// Send a directory to a lambda-packager server and print its answer as JSON.
+    /// Send a directory, an archive file or stdin to a lambda-packager server and print its
+    /// answer as JSON.
     Push(PushArgs),
 }
+
+/// The usage lines of `pack`: a local source, or a git commit.
+const PACK_USAGE: &str = "lambda-packager pack [OPTIONS] <SOURCE>
+       lambda-packager pack [OPTIONS] --git <REPO> --ref <REF>";
 
 /// Arguments of `push`.
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// The directory to package.
-    pub dir: PathBuf,
-    /// Base URL of the server.
+    /// A directory (its files are selected here and only those are sent), an archive file (tar,
+    /// tar.gz or zip: sent as it is, the server applies the selection), or `-` for an archive
+    /// on stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: String,
+    /// Base URL of the server, with its scheme: http://127.0.0.1:8080, https://packager.internal.
     #[arg(long, value_name = "URL", env = "LAMBDA_PACKAGER_SERVER")]
-    pub server: String,
+    pub server: ServerUrl,
     /// Lambda function name.
     #[arg(long, value_name = "NAME")]
     pub function: FunctionName,
     /// Bearer token (prefer the environment variable to keep it out of shell history).
     #[arg(long, value_name = "T", env = "LAMBDA_PACKAGER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Extra key prefix (the server must allow per-request prefixes).
+    /// The request's key prefix, which the server puts after its own store.prefix (the server
+    /// must allow per-request prefixes).
     #[arg(long, value_name = "P")]
     pub prefix: Option<KeyPrefix>,
     /// Compute the key on the server without storing anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// Which files of the directory to package (applied before the upload).
+    /// Which files to package (applied before the upload for a directory, by the server for an
+    /// archive).
     #[command(flatten)]
     pub selection: SelectionArgs,
 }
 
 impl PushArgs {
-    /// Uploads the directory and returns the server's answer.
+    /// Uploads the input and returns the server's answer.
     pub fn run(self) -> Result<serde_json::Value, CommandError> {
+        let input = match open_input(&self.input, &Limits::default())? {
+            LocalInput::Directory(dir) => PushInput::Directory(dir),
+            LocalInput::Archive { file, name } => PushInput::Archive { file, name },
+        };
         let request = crate::client::PushRequest {
             server: &self.server,
             function: &self.function,
@@ -76,9 +97,9 @@ impl PushArgs {
             dry_run: self.dry_run,
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         };
-        crate::client::push(&self.dir, &self.selection.selection(), &request).map_err(|e| CommandError {
+        crate::client::push(input, &self.selection.selection(), &request).map_err(|e| CommandError {
             code: e.code(),
-            message: e.to_string(),
+            message: report(&e),
             user_error: e.user_error(),
         })
     }
@@ -214,7 +235,9 @@ fn default_git_cache() -> PathBuf {
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// A directory, an archive file (tar, tar.gz or zip), or `-` for an archive on stdin.
-    #[arg(required_unless_present = "git", conflicts_with = "git")]
+    // Conflicting with --ref too: a missing --git is excused while a conflicting argument is
+    // present, so `pack --ref main DIR` would otherwise pack DIR and ignore --ref.
+    #[arg(required_unless_present = "git", conflicts_with_all = ["git", "reference"])]
     pub source: Option<String>,
     /// A git commit as the source.
     #[command(flatten)]
@@ -222,13 +245,15 @@ pub struct PackArgs {
     /// Lambda function name; adds the object key to the output.
     #[arg(long, value_name = "NAME")]
     pub function: Option<FunctionName>,
-    /// Key prefix (empty, or ending in '/').
+    /// The whole key prefix (empty, or ending in '/'). A server puts its operator prefix
+    /// (store.prefix) before a request's own: for its key, pass both, e.g. --prefix ops/ci/.
     #[arg(long, value_name = "P", default_value = "")]
     pub prefix: KeyPrefix,
     /// Which files of the source to package.
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// Write the zip to this file (replaced atomically; nothing is written on error).
+    /// Write the zip to this file (replaced atomically; nothing is written on error), or to
+    /// stdout with `-` (the JSON then goes to stderr). `./-` is a file named `-`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Compression threads (the bytes do not depend on it). Default: all cores.
@@ -267,23 +292,63 @@ pub struct CommandError {
 }
 
 impl CommandError {
+    /// An I/O failure of this machine (a temp file, stdout): exit 1.
     fn io(context: &str, e: &io::Error) -> Self {
         Self { code: "io_error".into(), message: format!("{context}: {e}"), user_error: false }
+    }
+
+    /// An I/O failure on a path the command line names (SOURCE, INPUT, --out). A path that does
+    /// not exist, cannot be read or is the wrong kind of file is the caller's mistake: exit 2.
+    fn path(action: &str, path: &Path, e: &io::Error) -> Self {
+        use io::ErrorKind::{IsADirectory, NotADirectory, NotFound, PermissionDenied};
+        Self {
+            code: "io_error".into(),
+            message: format!("{action} {}: {e}", path.display()),
+            user_error: matches!(e.kind(), NotFound | PermissionDenied | NotADirectory | IsADirectory),
+        }
+    }
+
+    /// A build failure, with the paths an I/O failure involved (the errors of `source` and
+    /// `package` do not carry the input's name or the output's path).
+    fn build(e: publish::Error, input: &str, output: &str) -> Self {
+        let context = match &e {
+            publish::Error::Source(source::Error::Io(_)) => {
+                Some(format!("reading {input}; temp files in {}", std::env::temp_dir().display()))
+            }
+            publish::Error::Package(package::Error::Read { .. }) => Some(format!("in {input}")),
+            publish::Error::Package(package::Error::Write(_) | package::Error::Zip(_)) => {
+                Some(format!("writing {output}"))
+            }
+            _ => None,
+        };
+        let mut error = Self::from(e);
+        if let Some(context) = context {
+            error.message = format!("{} ({context})", error.message);
+        }
+        error
     }
 }
 
 impl From<publish::Error> for CommandError {
     fn from(e: publish::Error) -> Self {
         let user_error = matches!(&e, publish::Error::Source(s) if s.is_input_error());
-        let mut message = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            message.push_str(": ");
-            message.push_str(&c.to_string());
-            cause = c.source();
-        }
-        Self { code: e.code().to_owned(), message, user_error }
+        Self { code: e.code().to_owned(), message: report(&e), user_error }
     }
+}
+
+/// An error and its `source()` chain on one line, skipping a cause its parent already quotes.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
 }
 
 impl Cli {
@@ -292,8 +357,15 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Serve(args) => args.run(),
-            Command::Pack(args) => args.run().and_then(|out| print_json(&out)),
-            Command::Push(args) => args.run().and_then(|out| print_json(&out)),
+            Command::Pack(args) if args.zip_to_stdout() => {
+                args.run().and_then(|out| print_json(&mut io::stderr().lock(), "stderr", &out))
+            }
+            Command::Pack(args) => {
+                args.run().and_then(|out| print_json(&mut io::stdout().lock(), "stdout", &out))
+            }
+            Command::Push(args) => {
+                args.run().and_then(|out| print_json(&mut io::stdout().lock(), "stdout", &out))
+            }
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -305,33 +377,69 @@ impl Cli {
     }
 }
 
-fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
-    let mut stdout = io::stdout().lock();
-    serde_json::to_writer(&mut stdout, value)
-        .map_err(|e| CommandError::io("writing the output", &e.into()))?;
-    writeln!(stdout).map_err(|e| CommandError::io("writing the output", &e))
+/// Writes `value` as one line of JSON to `to` (named `name` in errors).
+fn print_json(to: &mut impl Write, name: &str, value: &impl Serialize) -> Result<(), CommandError> {
+    let failed = |e: &io::Error| CommandError::io(&format!("writing the JSON output to {name}"), e);
+    serde_json::to_writer(&mut *to, value).map_err(|e| failed(&e.into()))?;
+    writeln!(to).map_err(|e| failed(&e))?;
+    to.flush().map_err(|e| failed(&e))
+}
+
+/// A SOURCE or INPUT argument, opened.
+enum LocalInput {
+    /// A directory.
+    Directory(PathBuf),
+    /// An archive (format unknown yet), at its start.
+    Archive {
+        /// The file, or stdin spooled into an unlinked temp file.
+        file: File,
+        /// The path given, or `stdin`.
+        name: String,
+    },
+}
+
+/// Opens `arg`: `-` is an archive on stdin, a directory is read in place, anything else is an
+/// archive file. Errors name the path.
+fn open_input(arg: &str, limits: &Limits) -> Result<LocalInput, CommandError> {
+    if arg == "-" {
+        return Ok(LocalInput::Archive { file: spool_stdin(limits)?, name: "stdin".to_owned() });
+    }
+    let path = Path::new(arg);
+    let meta = std::fs::metadata(path).map_err(|e| CommandError::path("reading", path, &e))?;
+    if meta.is_dir() {
+        Ok(LocalInput::Directory(path.to_owned()))
+    } else {
+        let file = File::open(path).map_err(|e| CommandError::path("opening", path, &e))?;
+        Ok(LocalInput::Archive { file, name: path.display().to_string() })
+    }
+}
+
+/// A temp file in the system temp directory (unlinked), or an error that names the directory.
+fn temp_file() -> Result<File, CommandError> {
+    tempfile::tempfile().map_err(|e| {
+        CommandError::io(&format!("creating a temp file in {}", std::env::temp_dir().display()), &e)
+    })
 }
 
 impl PackArgs {
-    /// Builds the package.
+    /// Whether `--out -` sends the zip to stdout (and so the JSON to stderr).
+    pub fn zip_to_stdout(&self) -> bool {
+        self.out.as_deref() == Some(Path::new("-"))
+    }
+
+    /// Builds the package; with `--out -`, writes the zip to stdout once it is complete.
     pub fn run(self) -> Result<PackOutput, CommandError> {
         let limits = Limits::default();
         let git = self.git.input()?;
         let requested_repo = git.as_ref().map(|(_, repo)| repo.clone());
-        let input = if let Some((git, _)) = git {
-            Input::Git(git)
-        } else if self.source.as_deref() == Some("-") {
-            Input::Archive(spool_stdin(&limits)?.into())
-        } else {
-            let path = Path::new(self.source.as_deref().unwrap_or_default());
-            let meta = std::fs::metadata(path)
-                .map_err(|e| CommandError::io(&format!("reading {}", path.display()), &e))?;
-            if meta.is_dir() {
-                Input::Directory(path.to_owned())
-            } else {
-                Input::Archive(
-                    File::open(path).map_err(|e| CommandError::io("opening the archive", &e))?.into(),
-                )
+        let (input, input_name) = match (git, self.source.as_deref()) {
+            (Some((git, repo)), _) => (Input::Git(git), repo),
+            (None, source) => {
+                let source = source.unwrap_or_default();
+                match open_input(source, &limits)? {
+                    LocalInput::Directory(dir) => (Input::Directory(dir), source.to_owned()),
+                    LocalInput::Archive { file, name } => (Input::Archive(file.into()), name),
+                }
             }
         };
         let options = PackOptions {
@@ -339,7 +447,26 @@ impl PackArgs {
             ..PackOptions::default()
         };
         let selection = self.selection.selection();
+        let build = |out: &mut File, output: &str| {
+            publish::build(input, &selection, &limits, &options, None, out)
+                .map_err(|e| CommandError::build(e, &input_name, output))
+        };
+        let in_temp_dir = format!("a temp file in {}", std::env::temp_dir().display());
         let built = match &self.out {
+            Some(_) if self.zip_to_stdout() => {
+                // Built in a temp file first (the zip writer seeks), so stdout gets a whole zip
+                // or nothing.
+                let mut tmp = temp_file()?;
+                let built = build(&mut tmp, &in_temp_dir)?;
+                let copy = |tmp: &mut File| -> io::Result<()> {
+                    tmp.rewind()?;
+                    let mut stdout = io::stdout().lock();
+                    io::copy(tmp, &mut stdout)?;
+                    stdout.flush()
+                };
+                copy(&mut tmp).map_err(|e| CommandError::io("writing the zip to stdout", &e))?;
+                built
+            }
             Some(out) => {
                 // A temp file next to the destination, renamed over it only on success.
                 let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -347,16 +474,13 @@ impl PackArgs {
                     .prefix(".lambda-packager-")
                     .permissions(std::fs::Permissions::from_mode(0o644))
                     .tempfile_in(dir)
-                    .map_err(|e| CommandError::io("creating the output file", &e))?;
-                let built = publish::build(input, &selection, &limits, &options, None, tmp.as_file_mut())?;
-                tmp.persist(out).map_err(|e| CommandError::io("writing the output file", &e.error))?;
+                    .map_err(|e| CommandError::path("writing", out, &e))?;
+                let output = tmp.path().display().to_string();
+                let built = build(tmp.as_file_mut(), &output)?;
+                tmp.persist(out).map_err(|e| CommandError::path("writing", out, &e.error))?;
                 built
             }
-            None => {
-                let mut tmp =
-                    tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
-                publish::build(input, &selection, &limits, &options, None, &mut tmp)?
-            }
+            None => build(&mut temp_file()?, &in_temp_dir)?,
         };
         let packed = built.packed;
         Ok(PackOutput {
@@ -378,9 +502,10 @@ impl PackArgs {
 /// Copies an archive from stdin into an unlinked temp file (zip needs random access), refusing
 /// more than the archive limit.
 fn spool_stdin(limits: &Limits) -> Result<File, CommandError> {
-    let mut tmp = tempfile::tempfile().map_err(|e| CommandError::io("creating a temp file", &e))?;
+    let mut tmp = temp_file()?;
     let copied = io::copy(&mut io::stdin().lock().take(limits.max_archive_bytes + 1), &mut tmp)
         .map_err(|e| CommandError::io("reading stdin", &e))?;
+    tmp.rewind().map_err(|e| CommandError::io("rewinding the copy of stdin", &e))?;
     if copied > limits.max_archive_bytes {
         return Err(
             publish::Error::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into()

@@ -1,23 +1,106 @@
-//! The `push` client for CI: select the files of a directory exactly as `pack` does, send them
-//! to a lambda-packager server as a tar.gz, and report the server's answer.
+//! The `push` client for CI: send a directory or an archive to a lambda-packager server and
+//! report its answer.
 //!
-//! Selection and symlink resolution happen here, with the same code as `pack DIR`, so only the
-//! files that will be packaged cross the network, and the server's key equals the key `pack`
-//! prints for the same directory. The upload is a tar of regular files with fixed metadata; the
-//! server still canonicalizes it, so the tar's own bytes do not matter.
+//! A directory is selected here, with the same code as `pack DIR`, so only the files that will be
+//! packaged cross the network, and the server's key equals the key `pack` prints for the same
+//! directory. The upload is a tar of regular files with fixed metadata; the server still
+//! canonicalizes it, so the tar's own bytes do not matter. An archive is sent as it is, with the
+//! selection as request options: the server decodes it with the code `pack ARCHIVE` uses, so
+//! the keys agree again, and the client never parses untrusted bytes it is only forwarding.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
-use std::path::Path;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::package::{Limits, SourceTree};
+use crate::package::{Content, Limits, SourceTree};
 use crate::source::{self, Selection};
 use crate::store::key::{FunctionName, KeyPrefix};
+
+/// The base URL of a lambda-packager server: `http://` or `https://`, a host, an optional port
+/// and path; no query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl(String);
+
+impl ServerUrl {
+    /// The URL, without a trailing `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a `--server` value is not a server URL; each message says how to write it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerUrlError {
+    /// `127.0.0.1:8080`: the most common mistake, so it gets its own answer.
+    #[error("`{0}` has no scheme: write http://{0} (or https://{0} for a server behind TLS)")]
+    NoScheme(String),
+    /// `ftp://…`, `ssh://…`.
+    #[error("`{url}` uses {scheme}://: write http:// or https:// followed by the host")]
+    Scheme {
+        /// The value given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// Not parseable, no host, or a query string.
+    #[error("`{url}` is not a server URL ({reason}): write it as http://HOST:PORT or https://HOST")]
+    Invalid {
+        /// The value given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl FromStr for ServerUrl {
+    type Err = ServerUrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((scheme, _)) = s.split_once("://") else {
+            return Err(ServerUrlError::NoScheme(s.to_owned()));
+        };
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(ServerUrlError::Scheme { url: s.to_owned(), scheme: scheme.to_owned() });
+        }
+        let invalid = |reason: &str| ServerUrlError::Invalid { url: s.to_owned(), reason: reason.to_owned() };
+        let uri: ureq::http::Uri =
+            s.parse().map_err(|e: ureq::http::uri::InvalidUri| invalid(&e.to_string()))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(invalid("no host"));
+        }
+        if uri.query().is_some() {
+            return Err(invalid("a query string"));
+        }
+        Ok(Self(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+/// What `push` sends.
+#[derive(Debug)]
+pub enum PushInput {
+    /// A directory: its files are selected here and sent as a tar.gz.
+    Directory(PathBuf),
+    /// An archive (tar, tar.gz or zip), sent as it is with the selection as options.
+    Archive {
+        /// The archive, at its start.
+        file: File,
+        /// Where it came from, for messages (a path, or `stdin`).
+        name: String,
+    },
+}
 
 /// Why a push failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +121,15 @@ pub enum PushError {
     /// The server could not be reached, or the exchange broke.
     #[error("talking to the server: {0}")]
     Transport(String),
-    /// Building the upload failed.
-    #[error("building the upload: {0}")]
-    Io(#[from] io::Error),
+    /// Building or reading the upload failed; the context names the file.
+    #[error("{context}")]
+    Io {
+        /// What was being done, to which path.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl PushError {
@@ -50,7 +139,7 @@ impl PushError {
             Self::Source(e) => e.code().to_owned(),
             Self::Server { code, .. } => code.clone(),
             Self::Transport(_) => "server_unreachable".to_owned(),
-            Self::Io(_) => "io_error".to_owned(),
+            Self::Io { .. } => "io_error".to_owned(),
         }
     }
 
@@ -59,8 +148,12 @@ impl PushError {
         match self {
             Self::Source(e) => e.is_input_error(),
             Self::Server { status, .. } => (400..500).contains(status),
-            Self::Transport(_) | Self::Io(_) => false,
+            Self::Transport(_) | Self::Io { .. } => false,
         }
+    }
+
+    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Io { context: context.into(), source }
     }
 }
 
@@ -68,7 +161,7 @@ impl PushError {
 #[derive(Debug)]
 pub struct PushRequest<'a> {
     /// Base URL of the server, e.g. `https://packager.internal`.
-    pub server: &'a str,
+    pub server: &'a ServerUrl,
     /// The function.
     pub function: &'a FunctionName,
     /// Bearer token.
@@ -85,46 +178,83 @@ pub struct PushRequest<'a> {
 /// owners) into an unlinked temp file, rewound.
 ///
 /// Runs synchronously.
-pub fn tar_gz(tree: &SourceTree) -> io::Result<File> {
-    let file = tempfile::tempfile()?;
+pub fn tar_gz(tree: &SourceTree) -> Result<File, PushError> {
+    let temp_dir = std::env::temp_dir();
+    let in_temp = |what: &str| PushError::io(format!("{what} a temp file in {}", temp_dir.display()));
+    let file = tempfile::tempfile().map_err(in_temp("creating"))?;
     let mut builder = tar::Builder::new(GzEncoder::new(file, Compression::fast()));
     builder.mode(tar::HeaderMode::Deterministic);
     for entry in tree.entries() {
+        let from = match &entry.content {
+            Content::File(path) => path.display().to_string(),
+            Content::Spooled { .. } => entry.path.to_string(),
+        };
+        let adding = || PushError::io(format!("adding {from} to the upload in {}", temp_dir.display()));
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(entry.size);
         header.set_mode(entry.mode.permissions());
         header.set_mtime(0);
-        builder.append_data(&mut header, entry.path.as_str(), tree.open(entry)?)?;
+        let reader = tree.open(entry).map_err(PushError::io(format!("reading {from}")))?;
+        builder.append_data(&mut header, entry.path.as_str(), reader).map_err(adding())?;
     }
-    let mut file = builder.into_inner()?.finish()?;
-    file.flush()?;
-    file.rewind()?;
+    let finish = |e| in_temp("writing")(e);
+    let mut file = builder.into_inner().map_err(finish)?.finish().map_err(finish)?;
+    file.flush().map_err(finish)?;
+    file.rewind().map_err(finish)?;
     Ok(file)
 }
 
-/// Selects the files of `dir`, uploads them, and returns the server's JSON answer.
+/// The selection as request options, for an archive the server decodes (only values that
+/// differ from the server's defaults).
+fn selection_options(selection: &Selection, query: &mut form_urlencoded::Serializer<'_, String>) {
+    if let Some(path) = &selection.path {
+        query.append_pair("path", path);
+    }
+    if selection.strip_components != 0 {
+        query.append_pair("strip_components", &selection.strip_components.to_string());
+    }
+    for pattern in &selection.include {
+        query.append_pair("include", pattern);
+    }
+    for pattern in &selection.exclude {
+        query.append_pair("exclude", pattern);
+    }
+    if !selection.default_excludes {
+        query.append_pair("default_excludes", "false");
+    }
+}
+
+/// Sends `input` to the server (a directory selected here, an archive as it is) and returns
+/// the server's JSON answer.
 pub fn push(
-    dir: &Path,
+    input: PushInput,
     selection: &Selection,
     request: &PushRequest<'_>,
 ) -> Result<serde_json::Value, PushError> {
-    let tree = source::from_directory(dir, selection, &Limits::default())?;
-    let body = tar_gz(&tree)?;
-    let size = body.metadata()?.len();
-
-    let mut url =
-        format!("{}/v1/functions/{}/package?", request.server.trim_end_matches('/'), request.function);
-    // The selection was applied here; the server must not apply its default excludes again.
     let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair("default_excludes", "false");
+    let (body, content_type, message) = match input {
+        PushInput::Directory(dir) => {
+            let tree = source::from_directory(&dir, selection, &Limits::default())?;
+            // The selection was applied here; the server must not apply its default excludes
+            // again.
+            query.append_pair("default_excludes", "false");
+            (tar_gz(&tree)?, "application/gzip", format!("uploading {} files", tree.entries().len()))
+        }
+        PushInput::Archive { file, name } => {
+            selection_options(selection, &mut query);
+            (file, "application/octet-stream", format!("uploading {name}"))
+        }
+    };
+    let size =
+        body.metadata().map_err(PushError::io(format!("reading the size of the upload ({message})")))?.len();
     if let Some(prefix) = request.prefix.filter(|p| !p.as_str().is_empty()) {
         query.append_pair("prefix", prefix.as_str());
     }
     if request.dry_run {
         query.append_pair("dry_run", "true");
     }
-    url.push_str(&query.finish());
+    let url = format!("{}/v1/functions/{}/package?{}", request.server, request.function, query.finish());
 
     let bar = ProgressBar::with_draw_target(
         Some(size),
@@ -134,7 +264,7 @@ pub fn push(
         ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message(format!("uploading {} files", tree.entries().len()));
+    bar.set_message(message);
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(10)))
@@ -146,7 +276,7 @@ pub fn push(
     // instead of as a broken pipe halfway through it.
     let mut call = agent
         .post(&url)
-        .header("content-type", "application/gzip")
+        .header("content-type", content_type)
         .header("content-length", &size.to_string())
         .header("expect", "100-continue");
     if let Some(token) = request.token {
@@ -178,4 +308,26 @@ pub fn push(
         code: json["error"]["code"].as_str().unwrap_or("http_error").to_owned(),
         message: json["error"]["message"].as_str().unwrap_or(&text).to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_need_http_or_https_and_say_how_to_write_them() {
+        let url: ServerUrl = "http://127.0.0.1:8080/".parse().expect("valid");
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080", "the trailing slash is dropped");
+        let url: ServerUrl = "https://packager.internal/base".parse().expect("valid");
+        assert_eq!(url.as_str(), "https://packager.internal/base");
+
+        let e = "127.0.0.1:8080".parse::<ServerUrl>().expect_err("no scheme").to_string();
+        assert!(e.contains("write http://127.0.0.1:8080"), "{e}");
+        let e = "ftp://host".parse::<ServerUrl>().expect_err("scheme").to_string();
+        assert!(e.contains("ftp://") && e.contains("http:// or https://"), "{e}");
+        let e = "http://host/?a=b".parse::<ServerUrl>().expect_err("query").to_string();
+        assert!(e.contains("query string"), "{e}");
+        let e = "http://".parse::<ServerUrl>().expect_err("no host").to_string();
+        assert!(e.contains("http://HOST:PORT"), "{e}");
+    }
 }

@@ -294,12 +294,79 @@ mod tests {
         assert!(c.auth.tokens.is_empty());
     }
 
+    /// The keys serde accepts in the table at `section` (`""` for the top level), read from
+    /// its "unknown field" error, so the list cannot drift from the structs.
+    fn accepted_keys(section: &str) -> Vec<String> {
+        let probe = if section.is_empty() {
+            "no_such_key = 0\n".to_owned()
+        } else {
+            format!("[{section}]\nno_such_key = 0\n")
+        };
+        // "unknown field: found `no_such_key`, expected `one of `a`, `b`` for key …", or
+        // "expected ``a` or `b``", or "expected ``a``".
+        let error = toml(&probe).expect_err("an unknown key").to_string();
+        let expected = error
+            .split_once(", expected ")
+            .and_then(|(_, e)| e.split_once(" for key "))
+            .map(|(e, _)| e)
+            .unwrap_or_else(|| panic!("no list of expected keys in {error:?}"));
+        let keys: Vec<String> = expected
+            .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .filter(|w| !["", "one", "of", "or"].contains(w))
+            .map(str::to_owned)
+            .collect();
+        assert!(!keys.is_empty(), "no keys in {error:?}");
+        keys
+    }
+
+    /// `key = value`, as opposed to prose.
+    fn is_assignment(line: &str) -> bool {
+        line.split_once(" = ")
+            .is_some_and(|(key, _)| key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    }
+
+    /// `[section]` of the example file: its lines, up to the next table header.
+    fn example_section<'a>(text: &'a str, section: &str) -> Option<Vec<&'a str>> {
+        let header = format!("[{section}]");
+        let mut lines = text.lines().skip_while(|l| l.trim() != header).skip(1).peekable();
+        lines.peek()?;
+        Some(lines.take_while(|l| !l.starts_with('[')).collect())
+    }
+
     #[test]
-    fn the_example_file_is_valid_and_documents_every_section() {
+    fn the_example_file_documents_every_key_with_its_default() {
         let text = include_str!("../config/packager.toml");
+        // Every value it sets is the default...
         let c = toml(text).expect("config/packager.toml is valid");
-        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!((c.server.min_body_rate_bytes_per_sec, c.server.min_body_rate_window_secs), (1024, 20));
+        assert_eq!(
+            format!("{c:?}"),
+            format!("{:?}", Config::default()),
+            "the example sets non-default values"
+        );
+        // ...its commented-out examples are valid keys with valid values...
+        let uncommented: String = text
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|rest| is_assignment(rest)).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        toml(&uncommented).expect("the commented-out examples are valid");
+        // ...and every key of every section and sub-section appears, set or commented out.
+        let mut sections: Vec<String> = accepted_keys("");
+        while let Some(section) = sections.pop() {
+            let lines = example_section(text, &section).unwrap_or_else(|| panic!("no [{section}] table"));
+            for key in accepted_keys(&section) {
+                let sub = format!("{section}.{key}");
+                if example_section(text, &sub).is_some() {
+                    sections.push(sub);
+                    continue;
+                }
+                let (set, commented) = (format!("{key} = "), format!("# {key} = "));
+                assert!(
+                    lines.iter().any(|l| l.starts_with(&set) || l.starts_with(&commented)),
+                    "config/packager.toml does not document {sub}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -344,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_nested_keys() {
+    fn dotted_keys_set_nested_values_and_tokens_never_appear_in_debug_output() {
         let figment = Figment::new()
             .merge(Serialized::default("server.listen", "0.0.0.0:1"))
             .merge(Serialized::default("auth.tokens", vec!["s3cret"]));

@@ -278,17 +278,58 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn server_errors_do_not_leak_details_but_client_errors_explain() {
-        let internal = ApiError::Internal("bucket s3://secret-bucket exploded".into()).into_response();
-        assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let reported = internal.extensions().get::<Reported>().expect("marked");
-        assert!(reported.0.report().contains("secret-bucket"), "the log keeps the detail");
+    /// The status and the `{"error":{"code","message"}}` body a client reads.
+    async fn answer(error: ApiError) -> (StatusCode, serde_json::Value, Response) {
+        let response = error.into_response();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024).await.expect("a small body");
+        let json = serde_json::from_slice(&bytes).expect("a JSON body");
+        (parts.status, json, Response::from_parts(parts, axum::body::Body::empty()))
+    }
+
+    #[tokio::test]
+    async fn server_errors_do_not_leak_details_but_client_errors_explain() {
+        let detail =
+            "bucket secret-bucket at /var/lib/packager/.staging: AccessDenied by arn:aws:iam::123:role/x";
+        let boxed = || -> Box<dyn std::error::Error + Send + Sync> { detail.into() };
+        let server_errors = [
+            (ApiError::Internal(detail.into()), 500, "internal_error"),
+            (ApiError::Store(store::Error::Backend(boxed())), 502, "store_error"),
+            (ApiError::Store(store::Error::Denied(boxed())), 502, "store_access_denied"),
+            (
+                ApiError::Publish(PublishError::Store(store::Error::Unavailable(boxed()))),
+                503,
+                "store_unavailable",
+            ),
+            (ApiError::Publish(PublishError::Staging(std::io::Error::other(detail))), 500, "internal_error"),
+        ];
+        for (error, status, code) in server_errors {
+            let (got, json, response) = answer(error).await;
+            assert_eq!((got.as_u16(), json["error"]["code"].as_str()), (status, Some(code)), "{json}");
+            let message = json["error"]["message"].as_str().expect("a message");
+            for secret in ["secret-bucket", "/var/lib", "AccessDenied", "arn:aws"] {
+                assert!(
+                    !message.contains(secret) && !json.to_string().contains(secret),
+                    "{code} leaks: {json}"
+                );
+            }
+            assert!(
+                message.contains("the package store is unavailable") || message.contains("x-request-id"),
+                "{json}"
+            );
+            let reported = response.extensions().get::<Reported>().expect("marked for the log");
+            assert!(reported.0.report().contains(detail), "the log keeps the detail of {code}");
+        }
 
         let conflict =
             ApiError::Publish(PublishError::KeyConflict { key: "k".into(), stored_size: 1, size: 2 });
-        assert_eq!(conflict.status_and_code(), (StatusCode::CONFLICT, "key_conflict"));
-        assert!(conflict.report().contains("1 bytes stored"));
+        let (status, json, _) = answer(conflict).await;
+        assert_eq!((status, json["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("key_conflict")));
+        assert_eq!(
+            json["error"]["message"],
+            "k already exists with different content (1 bytes stored, 2 bytes built)",
+            "a client error explains itself"
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! files at packing time; names must be UTF-8.
 
 use std::fs;
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Error;
 use super::walk::{Listing, Namespace, Node};
@@ -25,6 +26,12 @@ pub(crate) struct DirNamespace {
 pub(crate) struct DiskFile {
     path: PathBuf,
     size: u64,
+}
+
+/// An I/O error that names the file it happened on (an `io::Error` alone does not, and "I/O
+/// error while reading the input" does not say which file of a large tree).
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |e| Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 impl DirNamespace {
@@ -48,7 +55,7 @@ impl DirNamespace {
         } else if ft.is_dir() {
             Node::Dir
         } else if ft.is_symlink() {
-            let target = fs::read_link(&path).map_err(Error::Io)?;
+            let target = fs::read_link(&path).map_err(io_error(&path))?;
             match target.into_os_string().into_string() {
                 Ok(t) => Node::Symlink(t),
                 // A target that is not UTF-8 cannot name anything in a UTF-8 tree.
@@ -76,21 +83,22 @@ impl Namespace for DirNamespace {
         match fs::symlink_metadata(&path) {
             Ok(meta) => self.node(path, &meta).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io(e)),
+            Err(e) => Err(io_error(&path)(e)),
         }
     }
 
     fn read_dir(&mut self, dir: &[String]) -> Result<Listing<DiskFile>, Error> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(self.path(dir)).map_err(Error::Io)? {
-            let entry = entry.map_err(Error::Io)?;
+        let path = self.path(dir);
+        for entry in fs::read_dir(&path).map_err(io_error(&path))? {
+            let entry = entry.map_err(io_error(&path))?;
             let name = entry.file_name().into_string().map_err(|name| Error::InvalidPath {
                 path: format!("{}/{}", dir.join("/"), name.to_string_lossy()),
                 reason: crate::package::PathError::NotUtf8,
             })?;
             validate_component(&name)
                 .map_err(|reason| Error::InvalidPath { path: format!("{}/{name}", dir.join("/")), reason })?;
-            let meta = entry.metadata().map_err(Error::Io)?;
+            let meta = entry.metadata().map_err(io_error(&entry.path()))?;
             let node = self.node(entry.path(), &meta)?;
             out.push((name, node));
         }

@@ -445,7 +445,9 @@ pub fn from_archive(
 /// Reads a local directory into a tree, without following symlinks out of it.
 pub fn from_directory(dir: &Path, selection: &Selection, limits: &Limits) -> Result<SourceTree, Error> {
     let selector = Selector::new(selection)?;
-    let root = dir.canonicalize().map_err(Error::Io)?;
+    let root = dir
+        .canonicalize()
+        .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))))?;
     walk::build_tree(dir::DirNamespace::new(root), &selector, limits)
 }
 

@@ -152,11 +152,25 @@ async fn shutdown_drains_an_upload_in_flight_and_stops_accepting() {
     let addr = server.addr;
     let bundle = basic().tar();
     let mut inflight = stalled_upload(addr, bundle.len(), &bundle[..100]).await;
-    // Let the server start handling it, then ask it to stop.
-    let (status, _, _) = http_request(addr, "GET", "/healthz", &[], b"").await;
-    assert_eq!(status, 200);
+    // The upload holds a concurrency permit once its handler runs: wait for that, so the
+    // shutdown below finds it in flight.
+    let limit = app.config.server.concurrency_limit;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app.state.settings.in_flight.available_permits() == limit {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the upload reaches its handler");
     server.trigger_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Draining starts with the listener closed; only then does the rest of the body go out.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the listener closes on shutdown");
     inflight.write_all(&bundle[100..]).await.expect("rest of the body");
     let (status, _, body) = read_response(&mut inflight).await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));

@@ -89,3 +89,122 @@ async fn push_reports_the_servers_error_code_and_exits_non_zero() {
         "refused before any upload"
     );
 }
+
+/// An archive file and an archive on stdin are sent as they are, the selection flags travel as
+/// request options, and the server's key equals `pack ARCHIVE` with the same flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_of_an_archive_file_or_stdin_gives_the_key_pack_gives() {
+    let app = TestApp::new().await;
+    let server = app.spawn().await;
+    let url = format!("http://{}", server.addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("fn.tar.gz");
+    std::fs::write(&archive, mixed().tar_gz()).expect("write archive");
+    let flags = ["--path", "lib", "--exclude", "*.bin", "--include", "*.py", "--include", "*.sh"];
+
+    let zip = dir.path().join("fn.zip");
+    let mut pack = bin();
+    pack.args(["pack", "--function", "fn"]).args(flags).arg("--out").arg(&zip).arg(&archive);
+    let packed = json(&run(pack).await);
+    assert_eq!(packed["files"], 4, "handler.py, again.py, common/util.py, common/tool.sh");
+
+    let mut push = bin();
+    push.args(["push", "--server", &url, "--function", "fn"]).args(flags).arg(&archive);
+    let pushed = json(&run(push).await);
+    assert_eq!(
+        (&pushed["key"], &pushed["uploaded"], &pushed["files"]),
+        (&packed["key"], &true.into(), &4.into())
+    );
+    assert_eq!(pushed["format"], "tar.gz", "the archive itself was sent, not a tar.gz the client made");
+    let key = packed["key"].as_str().expect("key");
+    assert_eq!(app.stored()[key], std::fs::read(&zip).expect("pack output"), "server bytes == pack bytes");
+
+    let zip_input = dir.path().join("fn-input.zip");
+    std::fs::write(&zip_input, mixed().zip()).expect("write zip input");
+    let mut stdin = bin();
+    stdin
+        .args(["push", "-", "--server", &url, "--function", "fn"])
+        .args(flags)
+        .stdin(std::fs::File::open(&zip_input).expect("open"));
+    let from_stdin = json(&run(stdin).await);
+    assert_eq!((&from_stdin["key"], &from_stdin["uploaded"]), (&packed["key"], &false.into()));
+    assert_eq!(from_stdin["format"], "zip");
+    assert_eq!(app.stored().len(), 1);
+    server.stop().await.expect("stops");
+}
+
+/// The client does not decode an archive it forwards: garbage reaches the server, which answers
+/// (here, first, that the token is wrong; then that it is not an archive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_forwards_an_archive_without_decoding_it() {
+    let app = TestApp::with(|c| c.auth.tokens = vec!["right".to_owned().into()]).await;
+    let server = app.spawn().await;
+    let url = format!("http://{}", server.addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = dir.path().join("fn.tar.gz");
+    std::fs::write(&garbage, b"not an archive at all").expect("write");
+    for (token, code) in [("wrong", "unauthorized"), ("right", "unsupported_format")] {
+        let mut push = bin();
+        push.args(["push", "--server", &url, "--function", "fn", "--token", token]).arg(&garbage);
+        let out = run(push).await;
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(&format!("error[{code}]: the server refused")), "{stderr}");
+    }
+    assert!(app.stored().is_empty());
+    server.stop().await.expect("stops");
+}
+
+#[test]
+fn a_server_url_without_a_scheme_is_refused_with_how_to_write_it() {
+    let src = tempfile::tempdir().expect("temp dir");
+    mixed().write_dir(src.path());
+    let flag =
+        bin().args(["push", "--server", "127.0.0.1:8080", "--function", "fn"]).arg(src.path()).output();
+    let env = bin()
+        .args(["push", "--function", "fn"])
+        .arg(src.path())
+        .env("LAMBDA_PACKAGER_SERVER", "127.0.0.1:8080")
+        .output();
+    for out in [flag.expect("run"), env.expect("run")] {
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("`127.0.0.1:8080` has no scheme: write http://127.0.0.1:8080"), "{stderr}");
+        assert!(!stderr.contains("invalid format"), "{stderr}");
+    }
+}
+
+/// With an operator prefix, the server's key is `{store.prefix}{request prefix}lambda-…`, and
+/// `pack --prefix` takes that whole prefix to compute it offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pack_with_the_whole_prefix_gives_the_key_of_a_server_with_a_store_prefix() {
+    let app = TestApp::with(|c| {
+        c.store.prefix = "ops/".parse().expect("prefix");
+        c.store.allow_request_prefix = true;
+    })
+    .await;
+    let server = app.spawn().await;
+    let src = tempfile::tempdir().expect("temp dir");
+    mixed().write_dir(src.path());
+
+    let mut push = bin();
+    push.args([
+        "push",
+        "--server",
+        &format!("http://{}", server.addr),
+        "--function",
+        "fn",
+        "--prefix",
+        "ci/",
+    ]);
+    push.arg(src.path());
+    let pushed = json(&run(push).await);
+    let mut pack = bin();
+    pack.args(["pack", "--function", "fn", "--prefix", "ops/ci/"]).arg(src.path());
+    let packed = json(&run(pack).await);
+    let key = packed["key"].as_str().expect("key");
+    assert!(key.starts_with("ops/ci/lambda-fn-"), "{key}");
+    assert_eq!(pushed["key"], key);
+    assert_eq!(app.stored().keys().collect::<Vec<_>>(), [key]);
+    server.stop().await.expect("stops");
+}
