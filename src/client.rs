@@ -109,7 +109,8 @@ pub fn push(
     selection: &Selection,
     request: &PushRequest<'_>,
 ) -> Result<serde_json::Value, PushError> {
-    let tree = source::from_directory(dir, selection, &Limits::default())?;
+    let tree =
+        source::from_directory(dir, selection, &Limits::default(), &crate::package::CancelFlag::default())?;
     let body = tar_gz(&tree)?;
     let size = body.metadata()?.len();
 

@@ -34,6 +34,25 @@ pub struct Limits {
     /// Decompressed bytes after which the ratio limit applies, so that small, very repetitive
     /// inputs stay legal. Default 16 MiB.
     pub ratio_grace_bytes: u64,
+    /// Symlinks the walk may follow in total, counting every hop of every resolution (a link to
+    /// a link is two). Default 50,000, [`Limits::max_entries`]: a link that is worth following
+    /// yields at least one packaged file or directory, and real trees have far fewer (the
+    /// `.bin/` links and per-dependency links of a large pnpm `node_modules` are thousands). A
+    /// symlink graph whose expansion is exponential (41 directories of four links to the next)
+    /// reaches it after 12,500 directories, in a few milliseconds.
+    pub max_symlinks: u64,
+    /// Directories the walk may enter, counting each entry through a link again (a directory
+    /// reached through two links is entered twice). Default 50,000, [`Limits::max_entries`]: an
+    /// archive cannot hold more directories than that, so only copies made through links can
+    /// reach it.
+    pub max_walk_dirs: u64,
+    /// Steps the walk may take: one per directory listed, per entry of a listing examined and
+    /// per path component of a symlink target resolved. It bounds the walk's total work,
+    /// whatever the shape of the input, including work whose results the selection drops.
+    /// Default 1,000,000: 20 steps per entry of the largest archive, so a real tree never comes
+    /// near it (the ~3,000-file reference payload takes about 3,500), while it is still well
+    /// under a second of work.
+    pub max_walk_steps: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +66,9 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_compression_ratio: 200,
             ratio_grace_bytes: 16 * 1024 * 1024,
+            max_symlinks: 50_000,
+            max_walk_dirs: 50_000,
+            max_walk_steps: 1_000_000,
         }
     }
 }

@@ -48,7 +48,7 @@ impl DirNamespace {
         } else if ft.is_dir() {
             Node::Dir
         } else if ft.is_symlink() {
-            let target = fs::read_link(&path).map_err(Error::Io)?;
+            let target = fs::read_link(&path).map_err(Error::io)?;
             match target.into_os_string().into_string() {
                 Ok(t) => Node::Symlink(t),
                 // A target that is not UTF-8 cannot name anything in a UTF-8 tree.
@@ -76,21 +76,21 @@ impl Namespace for DirNamespace {
         match fs::symlink_metadata(&path) {
             Ok(meta) => self.node(path, &meta).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io(e)),
+            Err(e) => Err(Error::io(e)),
         }
     }
 
     fn read_dir(&mut self, dir: &[String]) -> Result<Listing<DiskFile>, Error> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(self.path(dir)).map_err(Error::Io)? {
-            let entry = entry.map_err(Error::Io)?;
+        for entry in fs::read_dir(self.path(dir)).map_err(Error::io)? {
+            let entry = entry.map_err(Error::io)?;
             let name = entry.file_name().into_string().map_err(|name| Error::InvalidPath {
                 path: format!("{}/{}", dir.join("/"), name.to_string_lossy()),
                 reason: crate::package::PathError::NotUtf8,
             })?;
             validate_component(&name)
                 .map_err(|reason| Error::InvalidPath { path: format!("{}/{name}", dir.join("/")), reason })?;
-            let meta = entry.metadata().map_err(Error::Io)?;
+            let meta = entry.metadata().map_err(Error::io)?;
             let node = self.node(entry.path(), &meta)?;
             out.push((name, node));
         }

@@ -100,7 +100,7 @@ pub(crate) fn read(
         limits: *limits,
         last: [0xff; 512],
     };
-    read_members(&mut guard, ns, limits)?;
+    read_members(&mut guard, !gzip, ns, limits)?;
     // The tar crate stops at the first zero block, so the last block read must be that marker.
     if guard.produced % 512 != 0 || guard.last.iter().any(|b| *b != 0) {
         return Err(Error::Corrupt("the archive ends without an end-of-archive marker".into()));
@@ -126,7 +126,14 @@ struct Pending {
     size: Option<u64>,
 }
 
-fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
+/// Reads the members; with `raw`, the stream is the upload itself, so a file's data offset in the
+/// stream is its offset in the upload.
+fn read_members(
+    stream: &mut impl Read,
+    raw: bool,
+    ns: &mut MemNamespace,
+    limits: &Limits,
+) -> Result<(), Error> {
     let mut archive = Archive::new(stream);
     let entries = archive.entries().map_err(|e| super::read_error(&e))?.raw(true);
     let mut pending = Pending::default();
@@ -199,7 +206,8 @@ fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) 
             }
             EntryType::Regular | EntryType::Continuous => {
                 let executable = header.mode().map_err(|e| super::read_error(&e))? & 0o100 != 0;
-                ns.insert(&path, Kind::File { executable, data: &mut entry, size })?;
+                let upload_offset = raw.then(|| entry.raw_file_position());
+                ns.insert(&path, Kind::File { executable, data: &mut entry, size, upload_offset })?;
             }
             EntryType::Directory => ns.insert(&path, Kind::<io::Empty>::Dir)?,
             EntryType::Symlink => {
