@@ -42,16 +42,17 @@ pub struct Limits {
     /// reaches it after 12,500 directories, in a few milliseconds.
     pub max_symlinks: u64,
     /// Directories the walk may enter, counting each entry through a link again (a directory
-    /// reached through two links is entered twice). Default 50,000, [`Limits::max_entries`]: an
-    /// archive cannot hold more directories than that, so only copies made through links can
-    /// reach it.
+    /// reached through two links is entered twice). Default 100,000: an archive holds at most
+    /// [`Limits::max_entries`] directories and each followed link enters at most one more, so
+    /// for archives and git trees the other limits come first; it bounds a local directory
+    /// (CLI), whose size nothing else limits before the walk.
     pub max_walk_dirs: u64,
     /// Steps the walk may take: one per directory listed, per entry of a listing examined and
     /// per path component of a symlink target resolved. It bounds the walk's total work,
-    /// whatever the shape of the input, including work whose results the selection drops.
-    /// Default 1,000,000: 20 steps per entry of the largest archive, so a real tree never comes
-    /// near it (the ~3,000-file reference payload takes about 3,500), while it is still well
-    /// under a second of work.
+    /// whatever the shape of the input, including work whose results the selection drops (a
+    /// directory of 10,000 files copied through 100 links is a million steps, and 100 links).
+    /// Default 1,000,000: 20 per entry of the largest archive, so real trees stay far below it
+    /// (a walk costs about one step per file and directory), and still well under a second.
     pub max_walk_steps: u64,
 }
 
@@ -67,7 +68,7 @@ impl Default for Limits {
             max_compression_ratio: 200,
             ratio_grace_bytes: 16 * 1024 * 1024,
             max_symlinks: 50_000,
-            max_walk_dirs: 50_000,
+            max_walk_dirs: 100_000,
             max_walk_steps: 1_000_000,
         }
     }
