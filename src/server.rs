@@ -91,7 +91,12 @@ pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
 }
 
 /// Serves the API on `api` and the admin endpoints on `admin` until `shutdown` is cancelled,
-/// then drains in-flight requests.
+/// then drains in-flight requests for at most `server.shutdown_grace_secs`.
+///
+/// When the grace period is over, the blocking work of every request still in flight is
+/// cancelled (it stops at its next check: a decode buffer, a walk step, a git poll, an entry),
+/// so that the process can exit instead of waiting for work nobody will read; the listeners stop
+/// at the same moment and drop those requests.
 pub async fn serve(
     config: &Config,
     state: AppState,
@@ -109,9 +114,25 @@ pub async fn serve(
         grace,
         shutdown.clone().cancelled_owned(),
     );
-    let admin_server =
-        http::serve(admin, http::admin_router(state), header_timeout, grace, shutdown.cancelled_owned());
-    let (a, b) = tokio::join!(api_server, admin_server);
+    let publisher = Arc::clone(&state.publisher);
+    let admin_server = http::serve(
+        admin,
+        http::admin_router(state),
+        header_timeout,
+        grace,
+        shutdown.clone().cancelled_owned(),
+    );
+    let cancel_after_grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!(grace_secs = grace.as_secs(), "grace period over: cancelling the work in flight");
+        publisher.cancel_in_flight();
+        std::future::pending::<()>().await;
+    };
+    let (a, b) = tokio::select! {
+        done = async { tokio::join!(api_server, admin_server) } => done,
+        () = cancel_after_grace => (Ok(()), Ok(())),
+    };
     a.context("API listener")?;
     b.context("admin listener")?;
     tracing::info!("stopped");

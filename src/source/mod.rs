@@ -645,3 +645,133 @@ fn copy_into(spool: &mut SpoolWriter, r: &mut impl Read, expected: u64) -> Resul
     }
     Ok(offset.unwrap_or_else(|| spool.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io::{Cursor, Write as _};
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// Counts the bytes a decoder reads, and cancels `cancel` once `after` bytes were read.
+    struct Counting<R> {
+        inner: R,
+        read: Rc<Cell<u64>>,
+        after: u64,
+        cancel: CancelFlag,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n as u64);
+            if self.read.get() >= self.after {
+                self.cancel.cancel();
+            }
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for Counting<R> {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// 16 MiB of incompressible file data in each format.
+    fn archives() -> [(SourceFormat, Vec<u8>); 3] {
+        let data = noise(16 << 20);
+        let mut tar = ::tar::Builder::new(Vec::new());
+        let mut header = ::tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "big.bin", &data[..]).expect("tar in memory");
+        let tar = tar.into_inner().expect("tar in memory");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).expect("gzip in memory");
+        let gz = gz.finish().expect("gzip in memory");
+        let mut zip = ::zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = ::zip::write::SimpleFileOptions::default()
+            .compression_method(::zip::CompressionMethod::Deflated)
+            .last_modified_time(::zip::DateTime::default());
+        zip.start_file("big.bin", options).expect("zip in memory");
+        zip.write_all(&data).expect("zip in memory");
+        let zip = zip.finish().expect("zip in memory").into_inner();
+        [(SourceFormat::Tar, tar), (SourceFormat::TarGz, gz), (SourceFormat::Zip, zip)]
+    }
+
+    /// Decodes `bytes` the way [`from_archive`] does (through a [`Cancellable`] reader), with a
+    /// counting reader below it; returns the result and the bytes read.
+    fn decode(
+        format: SourceFormat,
+        bytes: &[u8],
+        after: u64,
+        cancel: &CancelFlag,
+    ) -> (Result<(), Error>, u64) {
+        let limits = Limits::default();
+        let read = Rc::new(Cell::new(0));
+        let counting = Counting {
+            inner: Cursor::new(bytes.to_vec()),
+            read: Rc::clone(&read),
+            after,
+            cancel: cancel.clone(),
+        };
+        let input = Cancellable { inner: counting, cancel };
+        let mut ns = memory::MemNamespace::new(&limits, None).expect("spool");
+        let result = match format {
+            SourceFormat::Tar => {
+                tar::read(io::BufReader::with_capacity(128 * 1024, input), false, &mut ns, &limits)
+            }
+            SourceFormat::TarGz => tar::read(input, true, &mut ns, &limits),
+            _ => zip::read(input, &Spool::from_bytes(bytes.to_vec()), &mut ns, &limits),
+        };
+        (result, read.get())
+    }
+
+    #[test]
+    fn a_cancelled_request_reads_no_byte_of_its_archive() {
+        for (format, bytes) in archives() {
+            let cancel = CancelFlag::default();
+            cancel.cancel();
+            let (result, read) = decode(format, &bytes, u64::MAX, &cancel);
+            assert!(matches!(result, Err(Error::Cancelled)), "{format:?}: {result:?}");
+            assert_eq!(read, 0, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn cancelling_a_decode_stops_it_within_a_buffer_of_input() {
+        for (format, bytes) in archives() {
+            let (uncancelled, read_all) = decode(format, &bytes, u64::MAX, &CancelFlag::default());
+            assert!(uncancelled.is_ok(), "{format:?}: {uncancelled:?}");
+            let cancel = CancelFlag::default();
+            let (result, read) = decode(format, &bytes, 1 << 20, &cancel);
+            assert!(matches!(result, Err(Error::Cancelled)), "{format:?}: {result:?}");
+            // One buffered read past the cancelling one, at most (decoders read 128 KiB or less).
+            assert!(read <= (1 << 20) + 256 * 1024, "{format:?}: read {read} of {read_all} bytes");
+            assert!(read_all >= 16 << 20, "{format:?}: the whole archive is read when not cancelled");
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_error() {
+        let full = Error::io(io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!((full.code(), full.is_input_error()), ("insufficient_storage", false));
+        let other = Error::io(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(other.code(), "io_error");
+    }
+}

@@ -1,6 +1,7 @@
 //! Faults the service must survive without breaking its promises: one object per key, nothing
 //! partial under a final name, no temp file surviving a restart.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,21 +14,29 @@ use lambda_packager::store::key::ObjectKey;
 use crate::support::app::http_request;
 use crate::support::noise;
 
-/// A `lambda-packager serve` process on a local store; killed when dropped.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
+/// A `lambda-packager serve` process on a local store; killed when dropped. Shared with the
+/// other suites that measure the real process (`hostile`).
+pub(crate) struct Service {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Service {
-    fn start(store: &Path) -> Self {
+    pub(crate) fn start(store: &Path) -> Self {
         Self::start_with(store, &[])
     }
 
-    fn start_with(store: &Path, env: &[(&str, &Path)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lambda-packager"))
-            .arg("serve")
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
+    pub(crate) fn start_with(store: &Path, env: &[(&str, &dyn AsRef<OsStr>)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda-packager"));
+        cmd.arg("serve");
+        Self::spawn(cmd, store, env)
+    }
+
+    /// Runs `cmd`, which must end up exec'ing `lambda-packager serve` (e.g. through `unshare`),
+    /// with the test's listeners, store and log settings, and waits until it listens.
+    pub(crate) fn spawn(mut cmd: Command, store: &Path, env: &[(&str, &dyn AsRef<OsStr>)]) -> Self {
+        let mut child = cmd
+            .envs(env.iter().map(|(k, v)| (*k, v.as_ref())))
             .env("LAMBDA_PACKAGER_SERVER__LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_STORE__LOCAL__PATH", store)
@@ -63,7 +72,7 @@ impl Drop for Service {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read dir") {
         let path = entry.expect("entry").path();
@@ -153,7 +162,7 @@ fn kill_9_during_uploads_never_leaves_a_partial_package_or_a_surviving_temp_file
 }
 
 /// Peak resident memory of a process, from /proc, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
