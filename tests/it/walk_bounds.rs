@@ -61,6 +61,9 @@ fn assert_nothing_left(store: &Path, temp: &Path, stored: usize) {
     assert!(files_under(temp).is_empty(), "temp files left");
 }
 
+/// A request: its name, headers and body.
+type Body<'a> = (&'a str, &'a [(&'a str, &'a str)], Vec<u8>);
+
 #[test]
 fn an_exponential_symlink_graph_is_refused_with_too_many_links_as_tar_tar_gz_and_git() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -93,8 +96,7 @@ fn an_exponential_symlink_graph_is_refused_with_too_many_links_as_tar_tar_gz_and
     eprintln!("the graph is a {} KB tar", tar.len() / 1024);
     let git = serde_json::json!({"git": {"repo": repo.url(), "ref": "main"}}).to_string().into_bytes();
     let json = [("content-type", "application/json")];
-    let bodies: [(&str, &[(&str, &str)], Vec<u8>); 3] =
-        [("tar", &[], tar.clone()), ("tar.gz", &[], gzip(&tar)), ("git", &json, git)];
+    let bodies: [Body<'_>; 3] = [("tar", &[], tar.clone()), ("tar.gz", &[], gzip(&tar)), ("git", &json, git)];
     let before = cpu_time(service.child.id());
     for (name, headers, body) in &bodies {
         // Two at once, one per worker: what used to pin both workers for good.
