@@ -13,6 +13,7 @@ mod faults;
 mod format_rules;
 mod git;
 mod golden;
+mod one_parse;
 mod properties;
 mod push;
 mod s3_credentials;
