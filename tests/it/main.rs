@@ -11,6 +11,7 @@ mod cancellation;
 mod cli;
 mod faults;
 mod format_rules;
+mod full_disk;
 mod git;
 mod golden;
 mod one_parse;
