@@ -82,3 +82,23 @@ impl Limits {
         self.max_entries.saturating_mul(3 * 512).saturating_add(self.max_header_bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_lists_every_limit_with_its_default() {
+        let text = include_str!("../../config/packager.toml");
+        let documented: Limits =
+            Figment::from(Toml::string(text)).extract_inner("limits").expect("a [limits] table that parses");
+        assert_eq!(documented, Limits::default());
+        let keys = serde_json::to_value(Limits::default()).expect("serializes");
+        for key in keys.as_object().expect("a struct").keys() {
+            assert!(text.contains(&format!("\n{key} = ")), "config/packager.toml does not document limits.{key}");
+        }
+    }
+}
