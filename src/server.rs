@@ -115,24 +115,17 @@ pub async fn serve(
         shutdown.clone().cancelled_owned(),
     );
     let publisher = Arc::clone(&state.publisher);
-    let admin_server = http::serve(
-        admin,
-        http::admin_router(state),
-        header_timeout,
-        grace,
-        shutdown.clone().cancelled_owned(),
-    );
-    let cancel_after_grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-        tracing::warn!(grace_secs = grace.as_secs(), "grace period over: cancelling the work in flight");
+    let admin_server =
+        http::serve(admin, http::admin_router(state), header_timeout, grace, shutdown.cancelled_owned());
+    let (a, b) = tokio::join!(api_server, admin_server);
+    // The listeners return when every request was answered or when the grace period is over.
+    // Blocking work still running now belongs to requests nobody will read (dropped by the
+    // drain, or gone before): cancel it, so that the process can exit.
+    let busy = publisher.pool().busy();
+    if busy > 0 {
+        tracing::warn!(busy_workers = busy, "cancelling the work of requests still in flight");
         publisher.cancel_in_flight();
-        std::future::pending::<()>().await;
-    };
-    let (a, b) = tokio::select! {
-        done = async { tokio::join!(api_server, admin_server) } => done,
-        () = cancel_after_grace => (Ok(()), Ok(())),
-    };
+    }
     a.context("API listener")?;
     b.context("admin listener")?;
     tracing::info!("stopped");

@@ -170,6 +170,11 @@ impl ApiError {
                     (StatusCode::REQUEST_TIMEOUT, "request_timeout")
                 }
                 PublishError::Build(BuildError::Source(s)) => (source_status(s), s.code()),
+                PublishError::Build(BuildError::Package(package::Error::Write(e)))
+                    if package::is_storage_full(e) =>
+                {
+                    (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+                }
                 PublishError::Build(b @ BuildError::Package(_)) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, b.code())
                 }

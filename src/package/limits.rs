@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(documented, Limits::default());
         let keys = serde_json::to_value(Limits::default()).expect("serializes");
         for key in keys.as_object().expect("a struct").keys() {
-            assert!(text.contains(&format!("\n{key} = ")), "config/packager.toml does not document limits.{key}");
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "config/packager.toml does not document limits.{key}"
+            );
         }
     }
 }

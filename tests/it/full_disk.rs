@@ -149,6 +149,11 @@ fn a_repost_on_a_full_disk_is_answered_from_the_store_and_a_new_package_is_507()
     assert_eq!((status, &v["key"], &v["uploaded"]), (200, &keys[1], &false.into()), "{v}");
     disk.assert_unchanged(&stored);
 
+    // A new small package (kept in memory) on a full disk: the local store cannot write it.
+    let (status, v) = disk.post(&tar(&[Member::file("new.py", "print('new')\n")]));
+    assert_eq!((status, v["error"]["code"].as_str()), (507, Some("insufficient_storage")), "{v}");
+    disk.assert_unchanged(&stored);
+
     // A new package with room for its upload only: 507, and nothing is left behind.
     let new_tar = raw_tar(4 << 20, 4);
     disk.leave_free(new_tar.len() as u64 + (256 << 10));
