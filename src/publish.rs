@@ -188,12 +188,12 @@ impl StagingSink {
     }
 
     /// The staged bytes, or `None` if the disk was full.
-    fn finish(self) -> io::Result<Option<StagedBytes>> {
-        Ok(match self.state {
+    fn finish(self) -> Option<StagedBytes> {
+        match self.state {
             Staging::Memory(bytes) => Some(StagedBytes::Memory(bytes.into())),
             Staging::File(file) => Some(StagedBytes::File(file)),
             Staging::Full => None,
-        })
+        }
     }
 }
 
@@ -422,7 +422,7 @@ impl Publisher {
                 } else {
                     let mut sink = StagingSink::new(staging_dir);
                     let packed = package::pack_into(&tree, &options, &mut sink).map_err(Error::from)?;
-                    (sink.finish().map_err(|e| Error::from(package::Error::Write(e)))?, packed)
+                    (sink.finish(), packed)
                 };
                 Ok((data, Built { packed, format, git }))
             })
