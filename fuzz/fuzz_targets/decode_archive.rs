@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
     match source::from_archive(file.into(), &Selection::default(), &limits, None, &CancelFlag::default()) {
         Ok((_, tree)) => {
             let Ok(mut out) = tempfile::tempfile() else { return };
-            let packed = package::pack(&tree, &PackOptions::default(), &mut out).expect("a decoded tree always packs");
+            let packed =
+                package::pack(&tree, &PackOptions::default(), &mut out).expect("a decoded tree always packs");
             assert_eq!(packed.files as usize, tree.entries().len());
         }
         Err(e) => assert!(!e.code().is_empty()),

@@ -38,7 +38,8 @@ fuzz_target!(|data: &[u8]| {
     match source::from_archive(ArchiveBytes::from(tar), &selection, &limits, None, &cancel) {
         Ok((_, tree)) => {
             let mut out = Vec::new();
-            let packed = package::pack_into(&tree, &PackOptions::default(), &mut out).expect("a decoded tree always packs");
+            let packed = package::pack_into(&tree, &PackOptions::default(), &mut out)
+                .expect("a decoded tree always packs");
             assert_eq!(packed.files as usize, tree.entries().len());
         }
         Err(e) => assert!(!e.code().is_empty()),
@@ -61,7 +62,13 @@ fn target(b: u8) -> String {
         3 => format!("../d{k}/s{v}"),
         4 => format!("../../d{k}/e{}", v % 2),
         5 => "..".into(),
-        6 => if v % 2 == 0 { "/etc".into() } else { ".".into() },
+        6 => {
+            if v % 2 == 0 {
+                "/etc".into()
+            } else {
+                ".".into()
+            }
+        }
         _ => format!("s{v}"),
     }
 }
