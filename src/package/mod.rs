@@ -1,7 +1,7 @@
 //! The canonical zip: one byte format for one tree, on every machine, from every input kind.
 //!
 //! This module is pure and synchronous: it knows nothing of HTTP, S3, tokio or git. Given a
-//! [`SourceTree`] it writes the zip and hashes the finished file.
+//! [`SourceTree`] it writes the zip and hashes it as it is written.
 //!
 //! # Format v1
 //!
@@ -134,7 +134,7 @@ impl CancelFlag {
 pub struct PackOptions {
     /// Most threads that compress at once.
     pub threads: NonZeroUsize,
-    /// Checked between entries.
+    /// Checked before every entry and every buffer read from an entry.
     pub cancel: CancelFlag,
 }
 
