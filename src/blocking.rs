@@ -5,8 +5,10 @@
 //! `max_unpacked_bytes` of temp space and one core per thread), and a request that cannot get a
 //! worker within the queue timeout gets a quick 503 instead of piling up. The permit moves into
 //! the blocking task, so a worker stays counted until its work really ends, even when the
-//! request that started it was dropped (timeout, client gone): the work itself checks a
-//! cancellation flag between entries.
+//! request that started it was dropped (timeout, client gone): the work itself checks the
+//! request's cancellation flag (`package::CancelFlag`) at every stage, before each read of the
+//! input, each step of the walk, each 25 ms poll of a `git` fetch and each entry and buffer of
+//! the pack, so a dropped request frees its worker within one check.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -134,9 +134,19 @@ impl ServeArgs {
             .max_blocking_threads(config.pack.workers.get() * 2 + 32)
             .build()
             .map_err(|e| failed(&e))?;
-        runtime.block_on(crate::server::run(config)).map_err(|e| failed(&format!("{e:#}")))
+        let result = runtime.block_on(crate::server::run(config));
+        // Dropping a runtime waits for its blocking threads without limit. By now the grace
+        // period is over and every request's work was cancelled, so it ends at its next check;
+        // work stuck in a system call (a hung file system) must not keep the process alive.
+        runtime.shutdown_timeout(BLOCKING_SHUTDOWN_WAIT);
+        result.map_err(|e| failed(&format!("{e:#}")))
     }
 }
+
+/// How long `serve` waits, after the drain, for blocking work that was cancelled to return.
+/// Cancelled work stops within one check (a decode buffer, a walk step, a 25 ms git poll, a
+/// 128 KiB read of an entry); this is only the bound for work that cannot see its flag.
+const BLOCKING_SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// Selection flags, shared by every command that reads a source tree.
 #[derive(Debug, Clone, Args)]

@@ -235,7 +235,12 @@ pub fn push(
     let mut query = form_urlencoded::Serializer::new(String::new());
     let (body, content_type, message) = match input {
         PushInput::Directory(dir) => {
-            let tree = source::from_directory(&dir, selection, &Limits::default())?;
+            let tree = source::from_directory(
+                &dir,
+                selection,
+                &Limits::default(),
+                &crate::package::CancelFlag::default(),
+            )?;
             // The selection was applied here; the server must not apply its default excludes
             // again.
             query.append_pair("default_excludes", "false");

@@ -5,13 +5,17 @@
 //! `POST /v1/functions/{function}/package`. No HTTP type appears here.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Seek, Write};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
+use tempfile::NamedTempFile;
+
 use crate::blocking::{BlockingPool, PoolError};
-use crate::package::{self, CancelFlag, Limits, MEMORY_SPOOL_BYTES, PackOptions, Packed, SourceTree};
+use crate::package::{
+    self, CancelFlag, Limits, MEMORY_SPOOL_BYTES, PackOptions, Packed, SourceTree, is_storage_full,
+};
 use crate::source::git::{GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection, SourceFormat};
 use crate::store::key::{FunctionName, KeyError, KeyPrefix, ObjectKey};
@@ -55,6 +59,7 @@ impl Error {
             Self::Source(e) => e.code(),
             Self::Package(package::Error::Cancelled) => "cancelled",
             Self::Package(package::Error::SourceChanged { .. }) => "source_changed",
+            Self::Package(package::Error::Write(e)) if is_storage_full(e) => "insufficient_storage",
             Self::Package(_) => "package_failed",
         }
     }
@@ -82,8 +87,9 @@ pub struct Decoded {
     pub git: Option<GitRevision>,
 }
 
-/// Decodes `input` and applies `selection`; archive and git contents go to a spool that stays
-/// in memory when small, else to an unlinked temp file in `spool_dir`.
+/// Decodes `input` and applies `selection`; decompressed archive and git contents go to a spool
+/// that stays in memory when small, else to an unlinked temp file in `spool_dir` (a raw tar
+/// needs none). `cancel` stops the work at its next check.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub fn decode(
@@ -91,28 +97,31 @@ pub fn decode(
     selection: &Selection,
     limits: &Limits,
     spool_dir: Option<&Path>,
+    cancel: &CancelFlag,
 ) -> Result<Decoded, Error> {
     Ok(match input {
         Input::Directory(dir) => Decoded {
-            tree: source::from_directory(&dir, selection, limits)?,
+            tree: source::from_directory(&dir, selection, limits, cancel)?,
             format: SourceFormat::Directory,
             git: None,
         },
         Input::Archive(bytes) => {
-            let (format, tree) = source::from_archive(bytes, selection, limits, spool_dir)?;
+            let (format, tree) = source::from_archive(bytes, selection, limits, spool_dir, cancel)?;
             Decoded { tree, format, git: None }
         }
         Input::Git(git) => {
-            let (revision, tree) = source::from_git(&git.source, &git.request, selection, limits, spool_dir)?;
+            let (revision, tree) =
+                source::from_git(&git.source, &git.request, selection, limits, spool_dir, cancel)?;
             Decoded { tree, format: SourceFormat::Git, git: Some(revision) }
         }
     })
 }
 
 /// Decodes `input`, applies `selection` and writes the canonical zip into `out` (empty).
+/// `options.cancel` stops decoding and packing alike.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
-pub fn build<W: Read + Write + Seek>(
+pub fn build<W: Write + Seek>(
     input: Input,
     selection: &Selection,
     limits: &Limits,
@@ -120,17 +129,96 @@ pub fn build<W: Read + Write + Seek>(
     spool_dir: Option<&Path>,
     out: &mut W,
 ) -> Result<Built, Error> {
-    let Decoded { tree, format, git } = decode(input, selection, limits, spool_dir)?;
+    let Decoded { tree, format, git } = decode(input, selection, limits, spool_dir, &options.cancel)?;
     let packed = package::pack(&tree, options, out)?;
     Ok(Built { packed, format, git })
 }
 
-/// An upper bound of the zip size of `tree`: its bytes (an entry is never larger than its file,
-/// since it is stored when deflate does not shrink it) plus the largest headers per entry
-/// (local and central, each with the path; ZIP64 fields) and the end records.
-fn zip_size_bound(tree: &SourceTree) -> u64 {
-    let headers: u64 = tree.entries().iter().map(|e| 2 * e.path.as_str().len() as u64 + 150).sum();
-    tree.total_bytes() + headers + 200
+/// Where a zip is written while it is built and hashed: memory up to [`MEMORY_SPOOL_BYTES`],
+/// then a temp file in the staging directory (the local store's own, so that storing it is a
+/// rename), and, when that file system is full, nowhere at all.
+///
+/// The last state is what lets a full disk still answer a re-post: `package::pack_into` hashes
+/// the bytes on their way here, so the digest, and with it the key, is known whether or not the
+/// bytes were kept. If the key exists, the package is answered without them; if not, the
+/// request fails with `insufficient_storage` and the partial file is already gone.
+struct StagingSink {
+    dir: Option<PathBuf>,
+    state: Staging,
+}
+
+enum Staging {
+    Memory(Vec<u8>),
+    File(NamedTempFile),
+    /// The file system was full: bytes are counted and hashed upstream, then dropped.
+    Full,
+}
+
+impl StagingSink {
+    fn new(dir: Option<PathBuf>) -> Self {
+        Self { dir, state: Staging::Memory(Vec::new()) }
+    }
+
+    /// Moves to a temp file holding `parts`, or to [`Staging::Full`] if there is no room.
+    fn spill(&self, parts: &[&[u8]]) -> io::Result<Staging> {
+        let created = match &self.dir {
+            Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
+            None => tempfile::Builder::new().prefix("lambda-packager-").tempfile(),
+        };
+        let mut file = match created {
+            Ok(file) => file,
+            Err(e) if is_storage_full(&e) => return Ok(Self::full()),
+            Err(e) => return Err(e),
+        };
+        for part in parts {
+            match file.write_all(part) {
+                Ok(()) => {}
+                Err(e) if is_storage_full(&e) => return Ok(Self::full()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Staging::File(file))
+    }
+
+    fn full() -> Staging {
+        tracing::warn!(
+            "temp storage is full: the zip is hashed but not kept, so only an existing key can be answered"
+        );
+        Staging::Full
+    }
+
+    /// The staged bytes, or `None` if the disk was full.
+    fn finish(self) -> Option<StagedBytes> {
+        match self.state {
+            Staging::Memory(bytes) => Some(StagedBytes::Memory(bytes.into())),
+            Staging::File(file) => Some(StagedBytes::File(file)),
+            Staging::Full => None,
+        }
+    }
+}
+
+impl Write for StagingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // On an error the state stays `Full` and the temp file is dropped (unlinked).
+        self.state = match std::mem::replace(&mut self.state, Staging::Full) {
+            Staging::Memory(mut bytes) if bytes.len() + buf.len() <= MEMORY_SPOOL_BYTES => {
+                bytes.extend_from_slice(buf);
+                Staging::Memory(bytes)
+            }
+            Staging::Memory(bytes) => self.spill(&[&bytes, buf])?,
+            Staging::File(mut file) => match file.write_all(buf) {
+                Ok(()) => Staging::File(file),
+                Err(e) if is_storage_full(&e) => Self::full(),
+                Err(e) => return Err(e),
+            },
+            Staging::Full => Staging::Full,
+        };
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Why publishing a package failed (building it, or storing it).
@@ -158,9 +246,12 @@ pub enum PublishError {
     /// Operator and request prefixes do not form a valid prefix.
     #[error("invalid key prefix: {0}")]
     Prefix(#[from] KeyError),
-    /// The temp file for the zip could not be created.
-    #[error("creating a staging file")]
-    Staging(#[source] std::io::Error),
+    /// The package is new, but the disk was too full to stage it for the store.
+    #[error("no space left to stage the new {size}-byte package")]
+    InsufficientStorage {
+        /// Size of the package that could not be kept.
+        size: u64,
+    },
 }
 
 /// One request to publish a package.
@@ -221,10 +312,13 @@ pub struct Publisher {
     /// One lock per key being stored, so concurrent requests for one key in this replica
     /// upload once: the others wait, then find the object with HEAD.
     inflight: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// The parent of every request's cancel flag: cancelling it stops all work in flight.
+    in_flight_work: CancelFlag,
 }
 
-/// Sets a cancellation flag when dropped: a request that goes away (client disconnect,
-/// timeout) stops its blocking work at the next entry instead of finishing for nobody.
+/// Sets a cancellation flag when dropped: a request that goes away (client disconnect, the
+/// request timeout, a shutdown that drops it) stops its blocking work at the next check instead
+/// of finishing for nobody, and so frees its worker.
 struct CancelOnDrop(CancelFlag);
 
 impl Drop for CancelOnDrop {
@@ -243,7 +337,22 @@ impl Publisher {
         prefix: KeyPrefix,
         temp_dir: Option<PathBuf>,
     ) -> Self {
-        Self { store, pool, limits, threads, prefix, temp_dir, inflight: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            pool,
+            limits,
+            threads,
+            prefix,
+            temp_dir,
+            inflight: Mutex::new(HashMap::new()),
+            in_flight_work: CancelFlag::default(),
+        }
+    }
+
+    /// Cancels the blocking work of every request in flight (and of any later one): what a
+    /// shutdown does once its grace period is over, so that the process can exit.
+    pub fn cancel_in_flight(&self) {
+        self.in_flight_work.cancel();
     }
 
     /// The store.
@@ -295,7 +404,7 @@ impl Publisher {
             Some(p) => self.prefix.join(p)?,
             None => self.prefix.clone(),
         };
-        let cancel = CancelFlag::default();
+        let cancel = self.in_flight_work.child();
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let staging_dir = self.store.staging_dir().map(Path::to_owned).or_else(|| self.temp_dir.clone());
         let (limits, spool_dir) = (self.limits, self.temp_dir.clone());
@@ -304,20 +413,16 @@ impl Publisher {
         let (data, built) = self
             .pool
             .run(move || -> Result<_, PublishError> {
-                let Decoded { tree, format, git } = decode(input, &selection, &limits, spool_dir.as_deref())?;
-                // Small packages are built in memory: no temp file unless a local store keeps it.
-                let (data, packed) = if zip_size_bound(&tree) <= MEMORY_SPOOL_BYTES as u64 {
-                    let mut out = io::Cursor::new(Vec::new());
-                    let packed = package::pack(&tree, &options, &mut out).map_err(Error::from)?;
-                    (StagedBytes::Memory(out.into_inner().into()), packed)
+                let Decoded { tree, format, git } =
+                    decode(input, &selection, &limits, spool_dir.as_deref(), &options.cancel)?;
+                // A dry run keeps no byte; otherwise small zips stay in memory (no temp file
+                // unless a local store keeps it) and a full disk keeps none.
+                let (data, packed) = if dry_run {
+                    (None, package::pack_into(&tree, &options, io::sink()).map_err(Error::from)?)
                 } else {
-                    let mut file = match &staging_dir {
-                        Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
-                        None => tempfile::Builder::new().prefix("lambda-packager-").tempfile(),
-                    }
-                    .map_err(PublishError::Staging)?;
-                    let packed = package::pack(&tree, &options, file.as_file_mut()).map_err(Error::from)?;
-                    (StagedBytes::File(file), packed)
+                    let mut sink = StagingSink::new(staging_dir);
+                    let packed = package::pack_into(&tree, &options, &mut sink).map_err(Error::from)?;
+                    (sink.finish(), packed)
                 };
                 Ok((data, Built { packed, format, git }))
             })
@@ -349,6 +454,9 @@ impl Publisher {
         if dry_run {
             return Ok(published(Outcome::DryRun { exists: false }, None));
         }
+        let Some(data) = data else {
+            return Err(PublishError::InsufficientStorage { size: built.packed.size });
+        };
         let staged = Staged { data, size: built.packed.size, sha256: built.packed.sha256 };
         match self.store.put_if_absent(&key, staged).await? {
             PutOutcome::Created { version_id } => {

@@ -91,7 +91,12 @@ pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
 }
 
 /// Serves the API on `api` and the admin endpoints on `admin` until `shutdown` is cancelled,
-/// then drains in-flight requests.
+/// then drains in-flight requests for at most `server.shutdown_grace_secs`.
+///
+/// When the grace period is over, the blocking work of every request still in flight is
+/// cancelled (it stops at its next check: a decode buffer, a walk step, a git poll, an entry),
+/// so that the process can exit instead of waiting for work nobody will read; the listeners stop
+/// at the same moment and drop those requests.
 pub async fn serve(
     config: &Config,
     state: AppState,
@@ -109,9 +114,18 @@ pub async fn serve(
         grace,
         shutdown.clone().cancelled_owned(),
     );
+    let publisher = Arc::clone(&state.publisher);
     let admin_server =
         http::serve(admin, http::admin_router(state), header_timeout, grace, shutdown.cancelled_owned());
     let (a, b) = tokio::join!(api_server, admin_server);
+    // The listeners return when every request was answered or when the grace period is over.
+    // Blocking work still running now belongs to requests nobody will read (dropped by the
+    // drain, or gone before): cancel it, so that the process can exit.
+    let busy = publisher.pool().busy();
+    if busy > 0 {
+        tracing::warn!(busy_workers = busy, "cancelling the work of requests still in flight");
+        publisher.cancel_in_flight();
+    }
     a.context("API listener")?;
     b.context("admin listener")?;
     tracing::info!("stopped");

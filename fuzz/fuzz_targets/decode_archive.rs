@@ -5,7 +5,7 @@
 
 use std::io::{Seek, Write};
 
-use lambda_packager::package::{self, Limits, PackOptions};
+use lambda_packager::package::{self, CancelFlag, Limits, PackOptions};
 use lambda_packager::source::{self, Selection};
 use libfuzzer_sys::fuzz_target;
 
@@ -21,10 +21,11 @@ fuzz_target!(|data: &[u8]| {
     if file.write_all(data).and_then(|()| file.rewind()).is_err() {
         return;
     }
-    match source::from_archive(file, &Selection::default(), &limits, None) {
+    match source::from_archive(file.into(), &Selection::default(), &limits, None, &CancelFlag::default()) {
         Ok((_, tree)) => {
             let Ok(mut out) = tempfile::tempfile() else { return };
-            let packed = package::pack(&tree, &PackOptions::default(), &mut out).expect("a decoded tree always packs");
+            let packed =
+                package::pack(&tree, &PackOptions::default(), &mut out).expect("a decoded tree always packs");
             assert_eq!(packed.files as usize, tree.entries().len());
         }
         Err(e) => assert!(!e.code().is_empty()),

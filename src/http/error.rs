@@ -139,7 +139,10 @@ fn source_status(e: &SourceError) -> StatusCode {
         | S::TooManyEntries { .. }
         | S::UnpackedTooLarge { .. }
         | S::ArchiveTooLarge { .. }
-        | S::CompressionRatio { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        | S::CompressionRatio { .. }
+        | S::TooManySymlinks { .. }
+        | S::TooManyDirectories { .. }
+        | S::TooManyWalkSteps { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         S::InvalidPath { .. }
         | S::PathTooLong { .. }
         | S::PathTooDeep { .. }
@@ -163,6 +166,9 @@ fn source_status(e: &SourceError) -> StatusCode {
         S::GitRefNotFound { .. } => StatusCode::NOT_FOUND,
         S::GitFetchFailed { .. } => StatusCode::BAD_GATEWAY,
         S::GitFetchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        // Only a request that went away (or a shutdown) is cancelled: nobody reads this answer.
+        S::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        S::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         S::Io(_) | S::GitRead(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -173,6 +179,9 @@ fn store_status(e: &store::Error) -> (StatusCode, &'static str) {
         store::Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         store::Error::Denied(_) => (StatusCode::BAD_GATEWAY, "store_access_denied"),
         store::Error::Backend(_) => (StatusCode::BAD_GATEWAY, "store_error"),
+        store::Error::Io(e) if package::is_storage_full(e) => {
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        }
         store::Error::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_io_error"),
     }
 }
@@ -182,9 +191,15 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Publish(p) => match p {
-                PublishError::Build(BuildError::Source(s)) => (source_status(s), s.code()),
-                PublishError::Build(BuildError::Package(package::Error::Cancelled)) => {
+                PublishError::Build(BuildError::Source(SourceError::Cancelled))
+                | PublishError::Build(BuildError::Package(package::Error::Cancelled)) => {
                     (StatusCode::REQUEST_TIMEOUT, "request_timeout")
+                }
+                PublishError::Build(BuildError::Source(s)) => (source_status(s), s.code()),
+                PublishError::Build(BuildError::Package(package::Error::Write(e)))
+                    if package::is_storage_full(e) =>
+                {
+                    (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
                 }
                 PublishError::Build(b @ BuildError::Package(_)) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, b.code())
@@ -196,7 +211,9 @@ impl ApiError {
                 PublishError::Store(s) => store_status(s),
                 PublishError::KeyConflict { .. } => (StatusCode::CONFLICT, "key_conflict"),
                 PublishError::Prefix(_) => (StatusCode::BAD_REQUEST, "invalid_prefix"),
-                PublishError::Staging(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                PublishError::InsufficientStorage { .. } => {
+                    (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+                }
             },
             Self::Store(s) => store_status(s),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -235,6 +252,10 @@ impl ApiError {
             Self::Store(store::Error::Unavailable(_))
             | Self::Publish(PublishError::Store(store::Error::Unavailable(_))) => {
                 "the package store is unavailable; retry after the Retry-After delay".to_owned()
+            }
+            _ if status == StatusCode::INSUFFICIENT_STORAGE => {
+                "the packager's storage is full; retry later (the x-request-id header identifies this request in the logs)"
+                    .to_owned()
             }
             _ => {
                 "the service failed to handle this request; the x-request-id header identifies it in the logs"
@@ -301,7 +322,13 @@ mod tests {
                 503,
                 "store_unavailable",
             ),
-            (ApiError::Publish(PublishError::Staging(std::io::Error::other(detail))), 500, "internal_error"),
+            (
+                ApiError::Publish(PublishError::Build(crate::publish::Error::Source(
+                    crate::source::Error::StorageFull(std::io::Error::other(detail)),
+                ))),
+                507,
+                "insufficient_storage",
+            ),
         ];
         for (error, status, code) in server_errors {
             let (got, json, response) = answer(error).await;

@@ -287,6 +287,19 @@ fn body_error(
     }
 }
 
+/// An I/O failure while keeping the upload: 507 `insufficient_storage` when the disk is full
+/// (the client may retry later, as for any other full disk), else an internal error.
+fn upload_io_error(what: &'static str) -> impl Fn(std::io::Error) -> ApiError {
+    move |e| {
+        if crate::package::is_storage_full(&e) {
+            let full = std::io::Error::new(e.kind(), format!("{what}: {e}"));
+            ApiError::Publish(crate::publish::Error::Source(crate::source::Error::StorageFull(full)).into())
+        } else {
+            ApiError::Internal(format!("{what}: {e}"))
+        }
+    }
+}
+
 async fn temp_file(dir: Option<&Path>) -> Result<File, ApiError> {
     let dir = dir.map(Path::to_owned);
     tokio::task::spawn_blocking(move || match dir {
@@ -295,7 +308,7 @@ async fn temp_file(dir: Option<&Path>) -> Result<File, ApiError> {
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("creating an upload file: {e}")))
+    .map_err(upload_io_error("creating an upload file"))
 }
 
 /// How many leading bytes of an upload [`Spooled::head`] keeps (what format detection reads).
@@ -318,7 +331,7 @@ async fn spool<S, E>(
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
 {
-    let write_error = |e: std::io::Error| ApiError::Internal(format!("writing the upload: {e}"));
+    let write_error = upload_io_error("writing the upload");
     let mut memory = Vec::new();
     let mut head = Vec::new();
     let mut total = 0u64;
@@ -343,15 +356,15 @@ where
                 let copy = file.try_clone().map_err(|e| ApiError::Internal(e.to_string()))?;
                 let mut writer =
                     tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(copy));
-                writer.write_all(&std::mem::take(&mut memory)).await.map_err(write_error)?;
+                writer.write_all(&std::mem::take(&mut memory)).await.map_err(&write_error)?;
                 on_disk.insert((file, writer))
             }
         };
-        writer.write_all(&chunk).await.map_err(write_error)?;
+        writer.write_all(&chunk).await.map_err(&write_error)?;
     }
     let bytes = match on_disk {
         Some((file, mut writer)) => {
-            writer.flush().await.map_err(write_error)?;
+            writer.flush().await.map_err(&write_error)?;
             ArchiveBytes::File(file)
         }
         None => memory.into(),

@@ -34,6 +34,26 @@ pub struct Limits {
     /// Decompressed bytes after which the ratio limit applies, so that small, very repetitive
     /// inputs stay legal. Default 16 MiB.
     pub ratio_grace_bytes: u64,
+    /// Symlinks the walk may follow in total, counting every hop of every resolution (a link to
+    /// a link is two). Default 50,000, [`Limits::max_entries`]: a link that is worth following
+    /// yields at least one packaged file or directory, and real trees have far fewer (the
+    /// `.bin/` links and per-dependency links of a large pnpm `node_modules` are thousands). A
+    /// symlink graph whose expansion is exponential (41 directories of four links to the next)
+    /// reaches it after 12,500 directories, in a few milliseconds.
+    pub max_symlinks: u64,
+    /// Directories the walk may enter, counting each entry through a link again (a directory
+    /// reached through two links is entered twice). Default 100,000: an archive holds at most
+    /// [`Limits::max_entries`] directories and each followed link enters at most one more, so
+    /// for archives and git trees the other limits come first; it bounds a local directory
+    /// (CLI), whose size nothing else limits before the walk.
+    pub max_walk_dirs: u64,
+    /// Steps the walk may take: one per directory listed, per entry of a listing examined and
+    /// per path component of a symlink target resolved. It bounds the walk's total work,
+    /// whatever the shape of the input, including work whose results the selection drops (a
+    /// directory of 10,000 files copied through 100 links is a million steps, and 100 links).
+    /// Default 1,000,000: 20 per entry of the largest archive, so real trees stay far below it
+    /// (a walk costs about one step per file and directory), and still well under a second.
+    pub max_walk_steps: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +67,9 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_compression_ratio: 200,
             ratio_grace_bytes: 16 * 1024 * 1024,
+            max_symlinks: 50_000,
+            max_walk_dirs: 100_000,
+            max_walk_steps: 1_000_000,
         }
     }
 }
@@ -57,5 +80,28 @@ impl Limits {
     /// header per entry.
     pub fn header_allowance(&self) -> u64 {
         self.max_entries.saturating_mul(3 * 512).saturating_add(self.max_header_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_lists_every_limit_with_its_default() {
+        let text = include_str!("../../config/packager.toml");
+        let documented: Limits =
+            Figment::from(Toml::string(text)).extract_inner("limits").expect("a [limits] table that parses");
+        assert_eq!(documented, Limits::default());
+        let keys = serde_json::to_value(Limits::default()).expect("serializes");
+        for key in keys.as_object().expect("a struct").keys() {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "config/packager.toml does not document limits.{key}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The canonical zip: one byte format for one tree, on every machine, from every input kind.
 //!
 //! This module is pure and synchronous: it knows nothing of HTTP, S3, tokio or git. Given a
-//! [`SourceTree`] it writes the zip and hashes the finished file.
+//! [`SourceTree`] it writes the zip and hashes it as it is written.
 //!
 //! # Format v1
 //!
@@ -15,10 +15,22 @@
 //! | Headers | no extra fields, no comments, no data descriptors; version made by = Unix; ZIP64 only when a size needs it |
 //! | Compression | raw deflate, zlib-rs (pinned in `Cargo.lock`) at level [`canonical::DEFLATE_LEVEL`]; an entry is stored instead when deflate does not make it smaller |
 //! | Content | never altered (no newline conversion) |
-//! | Digest | SHA-256 of the finished zip file, hashed after it is complete |
+//! | Digest | SHA-256 of the zip file's bytes, in the order they are written |
 //!
 //! Entries are compressed in parallel, each independently of the others, and written in order,
 //! so the bytes do not depend on the number of threads.
+//!
+//! # Hashing while writing
+//!
+//! The zip is written strictly front to back: every entry is compressed before its local header
+//! is written (`add_prepared_file`), so the zip writer never needs to go back and patch a header.
+//! The writer it is given ([`Digesting`]) proves that: it answers the zip writer's position
+//! queries and refuses every other seek with an error, so a package whose bytes were patched
+//! after they were hashed cannot be produced. The digest is therefore taken from the stream as
+//! it is written, with no second pass over the file, and the output need not be readable (or
+//! even kept: see `publish`, which keeps hashing when the disk is full). The one case that
+//! would need a patch is an entry of 4 GiB or more (its ZIP64 local header); such a package
+//! fails with an error, and cannot be a Lambda package anyway (250 MB unzipped).
 
 pub mod canonical;
 pub mod digest;
@@ -32,6 +44,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
+use sha2::{Digest as _, Sha256};
 use zip::ZipWriter;
 use zip::result::ZipError;
 use zip::write::{PreparedZipFile, ZipFileBuilder};
@@ -40,7 +53,8 @@ pub use self::canonical::FORMAT_VERSION;
 pub use self::digest::Sha256Hex;
 pub use self::limits::Limits;
 pub use self::tree::{
-    Content, Entry, EntryPath, MEMORY_SPOOL_BYTES, Mode, PathError, SourceTree, Spool, SpoolWriter, TreeError,
+    Content, Entry, EntryPath, MEMORY_SPOOL_BYTES, Mode, PathError, SourceTree, Spool, SpoolReader,
+    SpoolWriter, TreeError, is_storage_full,
 };
 
 use self::canonical::{Method, entry_options, method_for};
@@ -84,19 +98,34 @@ pub enum Error {
     Cancelled,
 }
 
-/// A flag a caller sets to stop packaging between two entries.
+/// A flag a caller sets to stop a request's blocking work (decoding, walking, fetching, packing)
+/// at its next check.
+///
+/// One flag per request: the request sets it when it goes away (client gone, timeout), and a
+/// flag made with [`CancelFlag::child`] also reads as cancelled once its parent is, which is how
+/// a shutdown reaches every request in flight at once. Checking is one or two relaxed atomic
+/// loads, cheap enough for every read of an input buffer.
 #[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+pub struct CancelFlag {
+    own: Arc<AtomicBool>,
+    parent: Option<Arc<AtomicBool>>,
+}
 
 impl CancelFlag {
     /// Asks the work to stop.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.own.store(true, Ordering::Relaxed);
     }
 
-    /// Whether [`CancelFlag::cancel`] was called.
+    /// Whether [`CancelFlag::cancel`] was called on this flag or on its parent.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.own.load(Ordering::Relaxed) || self.parent.as_ref().is_some_and(|p| p.load(Ordering::Relaxed))
+    }
+
+    /// A new flag that is cancelled by its own [`CancelFlag::cancel`] or by this flag's (one
+    /// level: a child of the child does not see this flag).
+    pub fn child(&self) -> Self {
+        Self { own: Arc::default(), parent: Some(Arc::clone(&self.own)) }
     }
 }
 
@@ -105,7 +134,7 @@ impl CancelFlag {
 pub struct PackOptions {
     /// Most threads that compress at once.
     pub threads: NonZeroUsize,
-    /// Checked between entries.
+    /// Checked before every entry and every buffer read from an entry.
     pub cancel: CancelFlag,
 }
 
@@ -137,50 +166,57 @@ impl Packed {
 }
 
 /// Writes the canonical zip of `tree` into `out`, which must be empty (a new temp file, or a
-/// buffer in memory), then hashes the finished bytes.
-///
-/// The digest is computed by reading the output back after the zip is complete, never from the
-/// writer's stream: a zip writer may seek back to patch headers, and the key must name the bytes
-/// that are actually stored.
+/// buffer in memory), and returns its digest, size and file count.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
-pub fn pack<W: Read + Write + Seek>(
-    tree: &SourceTree,
-    options: &PackOptions,
-    out: &mut W,
-) -> Result<Packed, Error> {
+pub fn pack<W: Write + Seek>(tree: &SourceTree, options: &PackOptions, out: &mut W) -> Result<Packed, Error> {
     if out.seek(SeekFrom::End(0)).map_err(Error::Write)? != 0 {
         return Err(Error::Write(io::Error::new(io::ErrorKind::InvalidInput, "the output is not empty")));
     }
-    {
-        let mut zip = ZipWriter::new(Positioned::new(BufWriter::with_capacity(256 * 1024, &mut *out)));
-        write_entries(tree, options, &mut zip)?;
-        let mut inner = zip.finish()?.inner;
-        inner.flush().map_err(Error::Write)?;
-    }
-    out.seek(SeekFrom::Start(0)).map_err(Error::Write)?;
-    let sha256 = Sha256Hex::of_reader(&mut *out).map_err(Error::Write)?;
-    let size = out.stream_position().map_err(Error::Write)?;
-    Ok(Packed { sha256, size, files: tree.entries().len() as u64 })
+    pack_into(tree, options, out)
 }
 
-/// A buffered writer that knows its position, so the zip writer's frequent `stream_position()`
-/// calls (two per entry) do not flush the buffer; real seeks still go through.
-struct Positioned<W> {
+/// Writes the canonical zip of `tree` to `out`, front to back, hashing the bytes as they go out
+/// (see the module documentation for why that digest is the digest of the file).
+///
+/// `out` sees only sequential writes, so it may be anything that takes bytes: a file, a buffer,
+/// a pipe, a sink that keeps nothing. The digest and size are those of the bytes `out` accepted.
+///
+/// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
+pub fn pack_into<W: Write>(tree: &SourceTree, options: &PackOptions, out: W) -> Result<Packed, Error> {
+    let mut zip = ZipWriter::new(Digesting::new(BufWriter::with_capacity(256 * 1024, out)));
+    write_entries(tree, options, &mut zip)?;
+    let mut digesting = zip.finish()?;
+    digesting.inner.flush().map_err(Error::Write)?;
+    let sha256 = Sha256Hex::from_bytes(digesting.hasher.finalize().into());
+    Ok(Packed { sha256, size: digesting.pos, files: tree.entries().len() as u64 })
+}
+
+/// The zip writer's output: hashes and counts every byte on its way to `inner`, and answers
+/// position queries itself (so the zip writer's two `stream_position()` calls per entry do not
+/// flush the buffer below).
+///
+/// It refuses every seek that would move: the output is append-only, so the current position is
+/// also the end, and a seek to it is the only one that leaves the hashed stream equal to the
+/// written file. A zip writer that tried to patch earlier bytes gets an error instead of a
+/// digest of bytes that are not the file's.
+struct Digesting<W> {
     inner: W,
     pos: u64,
+    hasher: Sha256,
 }
 
-impl<W> Positioned<W> {
-    /// Wraps a writer positioned at offset 0.
+impl<W> Digesting<W> {
+    /// Wraps an empty writer.
     fn new(inner: W) -> Self {
-        Self { inner, pos: 0 }
+        Self { inner, pos: 0, hasher: Sha256::new() }
     }
 }
 
-impl<W: Write> Write for Positioned<W> {
+impl<W: Write> Write for Digesting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
         self.pos += n as u64;
         Ok(n)
     }
@@ -190,13 +226,19 @@ impl<W: Write> Write for Positioned<W> {
     }
 }
 
-impl<W: Seek> Seek for Positioned<W> {
+impl<W> Seek for Digesting<W> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        if to == SeekFrom::Current(0) {
-            return Ok(self.pos);
+        match to {
+            SeekFrom::Current(0) | SeekFrom::End(0) => Ok(self.pos),
+            SeekFrom::Start(at) if at == self.pos => Ok(self.pos),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the canonical zip is written front to back; refused a seek to {to:?} at offset {}",
+                    self.pos
+                ),
+            )),
         }
-        self.pos = self.inner.seek(to)?;
-        Ok(self.pos)
     }
 
     fn stream_position(&mut self) -> io::Result<u64> {
@@ -219,7 +261,7 @@ fn write_entries<W: Write + Seek>(
             if options.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            zip.add_prepared_file(prepare(tree, entry, &mut buf)?)?;
+            zip.add_prepared_file(prepare(tree, entry, &mut buf, &options.cancel)?)?;
         }
         return Ok(());
     }
@@ -227,15 +269,20 @@ fn write_entries<W: Write + Seek>(
 }
 
 /// Compresses one entry on its own, choosing deflate or store by [`method_for`].
-fn prepare(tree: &SourceTree, entry: &Entry, buf: &mut [u8]) -> Result<PreparedZipFile, Error> {
-    let deflated = compress(tree, entry, Method::Deflate, buf)?;
+fn prepare(
+    tree: &SourceTree,
+    entry: &Entry,
+    buf: &mut [u8],
+    cancel: &CancelFlag,
+) -> Result<PreparedZipFile, Error> {
+    let deflated = compress(tree, entry, Method::Deflate, buf, cancel)?;
     match method_for(deflated.uncompressed_size(), deflated.compressed_size()) {
         Method::Deflate => Ok(deflated),
         Method::Store => {
             // Free the deflated copy first: for a large incompressible file (a model, a wheel)
             // holding both would double the packer's peak memory (BENCHMARKS.md, memory).
             drop(deflated);
-            compress(tree, entry, Method::Store, buf)
+            compress(tree, entry, Method::Store, buf, cancel)
         }
     }
 }
@@ -245,12 +292,17 @@ fn compress(
     entry: &Entry,
     method: Method,
     buf: &mut [u8],
+    cancel: &CancelFlag,
 ) -> Result<PreparedZipFile, Error> {
     let read_err = |source| Error::Read { path: entry.path.clone(), source };
     let mut builder = ZipFileBuilder::new(entry.path.as_str(), entry_options(entry.mode, method))?;
     let mut reader = tree.open(entry).map_err(read_err)?;
     let mut total = 0u64;
     loop {
+        // Between two buffers too, so one large file does not outlive its request by seconds.
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -345,7 +397,7 @@ mod parallel {
                 scope.spawn(move || {
                     let mut buf = vec![0u8; READ_BUFFER];
                     while let Some(i) = gate.admit(entries, cancel) {
-                        let result = prepare(tree, &entries[i], &mut buf);
+                        let result = prepare(tree, &entries[i], &mut buf, cancel);
                         if tx.send((i, result)).is_err() {
                             break;
                         }
@@ -416,6 +468,57 @@ mod tests {
         assert_eq!(in_memory, in_file);
         assert_eq!(memory.into_inner(), file_bytes);
         assert_eq!(in_file.sha256, Sha256Hex::of_bytes(&file_bytes));
+    }
+
+    #[test]
+    fn the_digest_taken_while_writing_is_the_digest_of_the_written_bytes() {
+        // A plain Vec cannot seek: whatever the zip writer did, it did front to back.
+        let mut streamed = Vec::new();
+        let packed = pack_into(&tree(), &PackOptions::default(), &mut streamed).expect("packs into a Vec");
+        assert_eq!(packed.sha256, Sha256Hex::of_bytes(&streamed));
+        assert_eq!(packed.size, streamed.len() as u64);
+        let mut file = tempfile::tempfile().expect("temp file");
+        assert_eq!(pack(&tree(), &PackOptions::default(), &mut file).expect("packs into a file"), packed);
+        let mut back = Vec::new();
+        file.seek(SeekFrom::Start(0)).expect("rewind");
+        file.read_to_end(&mut back).expect("read back");
+        assert_eq!(back, streamed, "a seekable output gets the very same bytes");
+    }
+
+    #[test]
+    fn the_digesting_writer_refuses_every_seek_that_would_move() {
+        let mut w = Digesting::new(Vec::new());
+        w.write_all(b"0123456789").expect("write");
+        // The position, the end (the output is append-only) and here: the seeks that do not move.
+        for to in [SeekFrom::Current(0), SeekFrom::End(0), SeekFrom::Start(10)] {
+            assert_eq!(w.seek(to).expect("a seek that does not move"), 10, "{to:?}");
+        }
+        for to in [SeekFrom::Start(4), SeekFrom::Current(-1), SeekFrom::End(-2), SeekFrom::Start(11)] {
+            let e = w.seek(to).expect_err("a moving seek");
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{to:?}");
+        }
+        assert_eq!(w.pos, 10);
+        assert_eq!(Sha256Hex::from_bytes(w.hasher.finalize().into()), Sha256Hex::of_bytes(b"0123456789"));
+    }
+
+    #[test]
+    fn a_child_flag_is_cancelled_by_its_parent_but_not_the_other_way() {
+        let parent = CancelFlag::default();
+        let (a, b) = (parent.child(), parent.child());
+        a.cancel();
+        assert!(a.is_cancelled() && !b.is_cancelled() && !parent.is_cancelled());
+        parent.cancel();
+        assert!(b.is_cancelled());
+    }
+
+    #[test]
+    fn a_cancelled_pack_stops_before_writing_an_entry() {
+        let options = PackOptions { cancel: CancelFlag::default(), ..PackOptions::default() };
+        options.cancel.cancel();
+        let mut out = Vec::new();
+        assert!(matches!(pack_into(&tree(), &options, &mut out), Err(Error::Cancelled)));
+        // (The abandoned zip writer still writes an empty directory when dropped.)
+        assert!(!out.windows(4).any(|w| w == b"PK\x03\x04"), "no entry reached the output");
     }
 
     #[test]

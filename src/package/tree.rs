@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -214,7 +214,18 @@ pub enum TreeError {
 /// running pack, memory stays bounded by `pack.workers` x this.
 pub const MEMORY_SPOOL_BYTES: usize = 1024 * 1024;
 
-/// Temporary storage for file contents taken out of an archive or a git repository.
+/// Whether an I/O error means the file system (or the user's quota) has no room left: the one
+/// failure of temp storage that is worth telling apart, because the client can retry later and
+/// the operator must act (HTTP 507 `insufficient_storage`).
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
+}
+
+/// Bytes that files of a tree are read from by offset: the contents taken out of an archive or
+/// a git repository, or the upload itself when its members are stored uncompressed (raw tar).
 ///
 /// One per tree: contents are appended while the input is decoded and read back by offset
 /// (`pread` on a file) by the packing threads. Up to [`MEMORY_SPOOL_BYTES`] it is a buffer in
@@ -225,13 +236,42 @@ pub struct Spool(Arc<SpoolData>);
 
 #[derive(Debug)]
 enum SpoolData {
-    Memory(Box<[u8]>),
+    Memory(Vec<u8>),
     File(File),
 }
 
 impl Spool {
+    /// Bytes already in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(Arc::new(SpoolData::Memory(bytes)))
+    }
+
+    /// A file read by offset only (its file position is never used or moved).
+    pub fn from_file(file: File) -> Self {
+        Self(Arc::new(SpoolData::File(file)))
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> io::Result<u64> {
+        match &*self.0 {
+            SpoolData::Memory(bytes) => Ok(bytes.len() as u64),
+            SpoolData::File(file) => file.metadata().map(|m| m.len()),
+        }
+    }
+
+    /// Whether the spool holds no byte.
+    pub fn is_empty(&self) -> io::Result<bool> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// A reader of the whole spool, from offset 0, with its own position: any number of readers
+    /// can read one spool at once.
+    pub fn reader(&self) -> io::Result<SpoolReader> {
+        Ok(SpoolReader { spool: self.clone(), pos: 0, len: self.len()? })
+    }
+
     /// Reads bytes at `offset`, like `pread`.
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         match &*self.0 {
             SpoolData::Memory(bytes) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
@@ -246,6 +286,36 @@ impl Spool {
     /// Whether the contents went to a temp file (more than [`MEMORY_SPOOL_BYTES`]).
     pub fn is_on_disk(&self) -> bool {
         matches!(&*self.0, SpoolData::File(_))
+    }
+}
+
+/// Reads a [`Spool`] sequentially, with seeks: what decoders that want `Read + Seek` get.
+#[derive(Debug)]
+pub struct SpoolReader {
+    spool: Spool,
+    pos: u64,
+    len: u64,
+}
+
+impl Read for SpoolReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.spool.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for SpoolReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::End(delta) => self.len.checked_add_signed(delta),
+            SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
+        };
+        self.pos = target.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a seek before the start of the input")
+        })?;
+        Ok(self.pos)
     }
 }
 
@@ -302,9 +372,7 @@ impl SpoolWriter {
     pub fn finish(self) -> io::Result<Spool> {
         let spooled = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
         let data = match spooled.into_inner() {
-            tempfile::SpooledData::InMemory(cursor) => {
-                SpoolData::Memory(cursor.into_inner().into_boxed_slice())
-            }
+            tempfile::SpooledData::InMemory(cursor) => SpoolData::Memory(cursor.into_inner()),
             tempfile::SpooledData::OnDisk(file) => SpoolData::File(file),
         };
         Ok(Spool(Arc::new(data)))

@@ -31,7 +31,7 @@ pub(crate) struct DiskFile {
 /// An I/O error that names the file it happened on (an `io::Error` alone does not, and "I/O
 /// error while reading the input" does not say which file of a large tree).
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |e| Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    move |e| Error::io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 impl DirNamespace {

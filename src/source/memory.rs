@@ -1,9 +1,16 @@
-//! The namespace of an archive: its entries as an in-memory tree, their bytes in a spool file.
+//! The namespace of an archive: its entries as an in-memory tree, their bytes in a spool (or in
+//! the archive itself).
 //!
 //! Archive decoders (tar, zip) insert entries one by one; this module owns the rules every
 //! archive shares: path normalization and validation, duplicate and file/directory conflicts,
 //! hard links, and the entry and path limits. The archive is never unpacked to disk under its
 //! own names.
+//!
+//! Where file bytes live depends on the archive: decompressed contents (tar.gz, zip) are copied
+//! into a spool, but the files of a raw tar already lie uncompressed in the upload, so a
+//! namespace [`over_upload`](MemNamespace::over_upload) only records where: no copy, no temp
+//! space. Their bytes are still read once while decoding (to find the next header and to prove
+//! the archive is whole), just not written anywhere.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -12,6 +19,15 @@ use std::path::Path;
 use super::Error;
 use super::walk::{Listing, Namespace, Node};
 use crate::package::{Content, EntryPath, Limits, Spool, SpoolWriter};
+
+/// Where the files' bytes go.
+#[derive(Debug)]
+enum Contents {
+    /// Copied into a new spool.
+    Spool(SpoolWriter),
+    /// Left in the upload, which becomes the tree's spool.
+    Upload(Spool),
+}
 
 /// A file's bytes in the spool.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +47,7 @@ enum MemNode {
 #[derive(Debug)]
 pub(crate) struct MemNamespace {
     root: BTreeMap<String, MemNode>,
-    spool: SpoolWriter,
+    contents: Contents,
     limits: Limits,
     entries: u64,
     bytes: u64,
@@ -39,21 +55,34 @@ pub(crate) struct MemNamespace {
 
 /// What an inserted entry is.
 pub(crate) enum Kind<'a, R> {
-    File { executable: bool, data: &'a mut R, size: u64 },
+    /// A regular file: `size` bytes to read from `data`, which begin at `upload_offset` in the
+    /// upload when the decoder knows (a raw tar).
+    File {
+        executable: bool,
+        data: &'a mut R,
+        size: u64,
+        upload_offset: Option<u64>,
+    },
     Dir,
     Symlink(String),
     HardLink(Vec<u8>),
 }
 
 impl MemNamespace {
+    /// A namespace whose file bytes are copied into a new spool (in memory up to
+    /// [`crate::package::MEMORY_SPOOL_BYTES`], then a temp file in `spool_dir`).
     pub(crate) fn new(limits: &Limits, spool_dir: Option<&Path>) -> Result<Self, Error> {
-        Ok(Self {
-            root: BTreeMap::new(),
-            spool: SpoolWriter::new_in(spool_dir).map_err(Error::Io)?,
-            limits: *limits,
-            entries: 0,
-            bytes: 0,
-        })
+        let spool = SpoolWriter::new_in(spool_dir).map_err(Error::io)?;
+        Ok(Self::with(Contents::Spool(spool), limits))
+    }
+
+    /// A namespace whose file bytes stay in `upload`, at the offsets the decoder gives.
+    pub(crate) fn over_upload(limits: &Limits, upload: Spool) -> Self {
+        Self::with(Contents::Upload(upload), limits)
+    }
+
+    fn with(contents: Contents, limits: &Limits) -> Self {
+        Self { root: BTreeMap::new(), contents, limits: *limits, entries: 0, bytes: 0 }
     }
 
     /// Counts one archive member (including members that only carry metadata) against the
@@ -127,13 +156,24 @@ impl MemNamespace {
                     }
                 }
             }
-            Kind::File { executable, data, size } => {
+            Kind::File { executable, data, size, upload_offset } => {
                 // Checked before reading so a lying size cannot make us spool past the limit.
                 self.bytes = self.bytes.saturating_add(size);
                 if self.bytes > self.limits.max_unpacked_bytes {
                     return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
                 }
-                let offset = super::copy_into(&mut self.spool, &mut data.take(size), size)?;
+                let offset = match (&mut self.contents, upload_offset) {
+                    (Contents::Upload(_), Some(offset)) => {
+                        super::skip_exactly(&mut data.take(size), size)?;
+                        offset
+                    }
+                    (Contents::Spool(spool), _) => super::copy_into(spool, &mut data.take(size), size)?,
+                    (Contents::Upload(_), None) => {
+                        return Err(Error::Io(std::io::Error::other(
+                            "a decoder over the upload gave a file without its offset",
+                        )));
+                    }
+                };
                 MemNode::File { executable, range: SpoolRange { offset, size } }
             }
         };
@@ -211,6 +251,9 @@ impl Namespace for MemNamespace {
     }
 
     fn into_spool(self) -> Result<Option<Spool>, Error> {
-        self.spool.finish().map(Some).map_err(Error::Io)
+        match self.contents {
+            Contents::Spool(spool) => spool.finish().map(Some).map_err(Error::io),
+            Contents::Upload(upload) => Ok(Some(upload)),
+        }
     }
 }

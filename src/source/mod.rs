@@ -23,7 +23,7 @@ use std::path::Path;
 
 pub use self::select::Selection;
 use self::select::Selector;
-use crate::package::{Limits, PathError, SourceTree, SpoolWriter};
+use crate::package::{CancelFlag, Limits, PathError, SourceTree, Spool, SpoolWriter, is_storage_full};
 
 /// The kinds of input, as detected from their bytes (never from a name or a `Content-Type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -267,6 +267,34 @@ pub enum Error {
     /// Reading objects from a fetched mirror failed: not the client's fault.
     #[error("reading git objects failed")]
     GitRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Resolving symlinks followed more links than the limit, counting every hop of every
+    /// resolution over the whole walk: a symlink graph whose expansion is exponential in its
+    /// size.
+    #[error("resolving symlinks followed more than {max} links")]
+    TooManySymlinks {
+        /// The limit.
+        max: u64,
+    },
+    /// The walk entered more directories than the limit, counting each entry through a link.
+    #[error("the walk entered more than {max} directories (links included)")]
+    TooManyDirectories {
+        /// The limit.
+        max: u64,
+    },
+    /// The walk took more steps (directory entries examined, path components resolved) than
+    /// the limit.
+    #[error("walking the input took more than {max} steps")]
+    TooManyWalkSteps {
+        /// The limit.
+        max: u64,
+    },
+    /// The request went away (client gone, timeout, shutdown) and its work was stopped.
+    #[error("the work was cancelled")]
+    Cancelled,
+    /// Temp storage (the spool of decompressed contents) is full: not the client's fault, and
+    /// worth retrying later.
+    #[error("no space left for temporary contents")]
+    StorageFull(#[source] io::Error),
     /// Reading the input or writing temp storage failed: not the client's fault.
     #[error("I/O error while reading the input")]
     Io(#[source] io::Error),
@@ -309,8 +337,19 @@ impl Error {
             Self::GitFetchTimeout { .. } => "git_fetch_timeout",
             Self::GitRepoTooLarge { .. } => "git_repo_too_large",
             Self::GitRead(_) => "git_read_failed",
+            Self::TooManySymlinks { .. } => "too_many_links",
+            Self::TooManyDirectories { .. } => "too_many_directories",
+            Self::TooManyWalkSteps { .. } => "too_many_walk_steps",
+            Self::Cancelled => "cancelled",
+            Self::StorageFull(_) => "insufficient_storage",
             Self::Io(_) => "io_error",
         }
+    }
+
+    /// An I/O error of this machine: [`Error::StorageFull`] when the disk is full, else
+    /// [`Error::Io`].
+    pub(crate) fn io(e: io::Error) -> Self {
+        if is_storage_full(&e) { Self::StorageFull(e) } else { Self::Io(e) }
     }
 
     /// Whether the request is at fault (bad input, a refused remote, a missing ref), as opposed
@@ -318,7 +357,12 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         !matches!(
             self,
-            Self::Io(_) | Self::GitRead(_) | Self::GitFetchFailed { .. } | Self::GitFetchTimeout { .. }
+            Self::Io(_)
+                | Self::StorageFull(_)
+                | Self::Cancelled
+                | Self::GitRead(_)
+                | Self::GitFetchFailed { .. }
+                | Self::GitFetchTimeout { .. }
         )
     }
 }
@@ -369,11 +413,12 @@ pub enum ArchiveBytes {
 }
 
 impl ArchiveBytes {
-    /// Total length in bytes.
-    fn len(&mut self) -> io::Result<u64> {
+    /// The bytes as a [`Spool`], read by offset from then on: decoders read it through their own
+    /// readers, and a raw tar's files are packed straight from it (see [`from_archive`]).
+    fn into_spool(self) -> Spool {
         match self {
-            Self::Memory(c) => Ok(c.get_ref().len() as u64),
-            Self::File(f) => f.metadata().map(|m| m.len()),
+            Self::Memory(c) => Spool::from_bytes(c.into_inner()),
+            Self::File(f) => Spool::from_file(f),
         }
     }
 }
@@ -410,45 +455,70 @@ impl Seek for ArchiveBytes {
 
 /// Decodes an archive (tar, tar.gz or zip, detected from its bytes) into a tree.
 ///
-/// Contents go to an unlinked spool file in `spool_dir` (or the system temp directory), which
-/// disappears with the tree.
+/// Decompressed contents (tar.gz, zip) go to a spool that stays in memory up to
+/// [`crate::package::MEMORY_SPOOL_BYTES`] and rolls over to an unlinked temp file in `spool_dir`
+/// (or the system temp directory) beyond; it disappears with the tree. A raw tar needs no
+/// spool: its files are packed from the archive's own bytes, at the offsets where the tar puts
+/// them, so it needs no temp space at all (and saves a copy of every byte).
+///
+/// `cancel` is checked before every read of the archive (so before every buffer decompressed or
+/// copied) and at every step of the walk.
 pub fn from_archive(
-    mut file: ArchiveBytes,
+    bytes: ArchiveBytes,
     selection: &Selection,
     limits: &Limits,
     spool_dir: Option<&Path>,
+    cancel: &CancelFlag,
 ) -> Result<(SourceFormat, SourceTree), Error> {
     let selector = Selector::new(selection)?;
-    let len = file.len().map_err(Error::Io)?;
+    let upload = bytes.into_spool();
+    let len = upload.len().map_err(Error::io)?;
     if len > limits.max_archive_bytes {
         return Err(Error::ArchiveTooLarge { max: limits.max_archive_bytes });
     }
-    file.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
     let mut head = Vec::with_capacity(512);
-    (&mut file).take(512).read_to_end(&mut head).map_err(Error::Io)?;
+    upload.reader().and_then(|r| r.take(512).read_to_end(&mut head)).map_err(Error::io)?;
     let format = detect(&head)?;
-    file.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
-    let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
-    match format {
+    let reader = || upload.reader().map(|r| Cancellable { inner: r, cancel }).map_err(Error::io);
+    let decoded = match format {
         SourceFormat::Tar => {
-            tar::read(io::BufReader::with_capacity(128 * 1024, file), false, &mut ns, limits)?
+            let mut ns = memory::MemNamespace::over_upload(limits, upload.clone());
+            tar::read(io::BufReader::with_capacity(128 * 1024, reader()?), false, &mut ns, limits)
+                .map(|()| ns)
         }
-        SourceFormat::TarGz => tar::read(file, true, &mut ns, limits)?,
-        SourceFormat::Zip => zip::read(file, &mut ns, limits)?,
+        SourceFormat::TarGz => {
+            let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
+            tar::read(reader()?, true, &mut ns, limits).map(|()| ns)
+        }
+        SourceFormat::Zip => {
+            let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
+            zip::read(reader()?, &upload, &mut ns, limits).map(|()| ns)
+        }
         SourceFormat::Directory | SourceFormat::Git => {
             return Err(Error::UnsupportedFormat("not an archive"));
         }
-    }
-    Ok((format, walk::build_tree(ns, &selector, limits)?))
+    };
+    // A cancelled read surfaces through the decoders' own error types; whatever they made of
+    // it, the answer is that the work was cancelled.
+    let ns = match decoded {
+        Err(_) if cancel.is_cancelled() => return Err(Error::Cancelled),
+        other => other?,
+    };
+    Ok((format, walk::build_tree(ns, &selector, limits, cancel)?))
 }
 
 /// Reads a local directory into a tree, without following symlinks out of it.
-pub fn from_directory(dir: &Path, selection: &Selection, limits: &Limits) -> Result<SourceTree, Error> {
+pub fn from_directory(
+    dir: &Path,
+    selection: &Selection,
+    limits: &Limits,
+    cancel: &CancelFlag,
+) -> Result<SourceTree, Error> {
     let selector = Selector::new(selection)?;
     let root = dir
         .canonicalize()
-        .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))))?;
-    walk::build_tree(dir::DirNamespace::new(root), &selector, limits)
+        .map_err(|e| Error::io(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))))?;
+    walk::build_tree(dir::DirNamespace::new(root), &selector, limits, cancel)
 }
 
 /// Fetches `request.repo` into its mirror (see [`git::GitSource`]), resolves `request.reference`
@@ -458,6 +528,9 @@ pub fn from_directory(dir: &Path, selection: &Selection, limits: &Limits) -> Res
 /// kept files are copied into an unlinked spool file in `spool_dir` (or the system temp
 /// directory), which disappears with the tree. The selection is checked before any network I/O.
 ///
+/// `cancel` is polled while waiting for the remote's lock and for `git` (a cancelled fetch kills
+/// git's whole process group, as its timeout does) and checked at every step of the walk.
+///
 /// Runs synchronously (it waits for `git` and reads files), so it must be called inside
 /// `spawn_blocking()` from async code.
 pub fn from_git(
@@ -466,6 +539,7 @@ pub fn from_git(
     selection: &Selection,
     limits: &Limits,
     spool_dir: Option<&Path>,
+    cancel: &CancelFlag,
 ) -> Result<(git::GitRevision, SourceTree), Error> {
     let selection = match (&request.path, &selection.path) {
         (Some(_), Some(_)) => {
@@ -477,20 +551,50 @@ pub fn from_git(
         (None, _) => selection,
     };
     let selector = Selector::new(selection)?;
-    let fetched = source.fetch(request)?;
+    let fetched = source.fetch(request, cancel)?;
     let ns = git::GitNamespace::open(&fetched, limits, spool_dir)?;
-    let tree = walk::build_tree(ns, &selector, limits)?;
+    let tree = walk::build_tree(ns, &selector, limits, cancel)?;
     Ok((fetched.revision(request), tree))
 }
 
+/// The input's reader, which refuses to read once the request is cancelled: every decoder reads
+/// through it, so decompression and copies stop within one buffer.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a CancelFlag,
+}
+
+/// The error a [`Cancellable`] reader fails with, told apart by [`read_error`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request was cancelled")]
+struct CancelledRead;
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other(CancelledRead));
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl<R: Seek> Seek for Cancellable<'_, R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
 /// Maps an error raised while reading an input stream: a limit crossed inside a reader keeps
-/// its meaning, anything else means the archive is unreadable.
+/// its meaning, as does a cancellation; anything else means the archive is unreadable.
 fn read_error(e: &io::Error) -> Error {
     if let Some(limit) = e.get_ref().and_then(|inner| inner.downcast_ref::<tar::StreamLimit>()) {
         return match *limit {
             tar::StreamLimit::Unpacked { max } => Error::UnpackedTooLarge { max },
             tar::StreamLimit::Ratio { max } => Error::CompressionRatio { max },
         };
+    }
+    if e.get_ref().is_some_and(|inner| inner.is::<CancelledRead>()) {
+        return Error::Cancelled;
     }
     Error::Corrupt(e.to_string())
 }
@@ -506,6 +610,24 @@ fn read_input(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, Error> {
     }
 }
 
+/// Reads exactly `expected` bytes of an input stream and drops them: a member whose bytes stay
+/// where they are, but whose length must be proven (a truncated archive is an error).
+fn skip_exactly(r: &mut impl Read, expected: u64) -> Result<(), Error> {
+    let mut buf = vec![0u8; usize::try_from(expected.clamp(1, 64 * 1024)).unwrap_or(1)];
+    let mut total = 0u64;
+    loop {
+        let n = read_input(r, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    if total != expected {
+        return Err(Error::Corrupt(format!("a member is truncated ({total} of {expected} bytes)")));
+    }
+    Ok(())
+}
+
 /// Copies exactly `expected` bytes of an input stream into the spool; returns their offset.
 fn copy_into(spool: &mut SpoolWriter, r: &mut impl Read, expected: u64) -> Result<u64, Error> {
     let mut buf = vec![0u8; usize::try_from(expected.clamp(1, 64 * 1024)).unwrap_or(1)];
@@ -516,7 +638,7 @@ fn copy_into(spool: &mut SpoolWriter, r: &mut impl Read, expected: u64) -> Resul
         if n == 0 {
             break;
         }
-        let at = spool.append_bytes(&buf[..n]).map_err(Error::Io)?;
+        let at = spool.append_bytes(&buf[..n]).map_err(Error::io)?;
         offset.get_or_insert(at);
         total += n as u64;
     }
@@ -524,4 +646,134 @@ fn copy_into(spool: &mut SpoolWriter, r: &mut impl Read, expected: u64) -> Resul
         return Err(Error::Corrupt(format!("a member is truncated ({total} of {expected} bytes)")));
     }
     Ok(offset.unwrap_or_else(|| spool.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io::{Cursor, Write as _};
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// Counts the bytes a decoder reads, and cancels `cancel` once `after` bytes were read.
+    struct Counting<R> {
+        inner: R,
+        read: Rc<Cell<u64>>,
+        after: u64,
+        cancel: CancelFlag,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n as u64);
+            if self.read.get() >= self.after {
+                self.cancel.cancel();
+            }
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for Counting<R> {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// 16 MiB of incompressible file data in each format.
+    fn archives() -> [(SourceFormat, Vec<u8>); 3] {
+        let data = noise(16 << 20);
+        let mut tar = ::tar::Builder::new(Vec::new());
+        let mut header = ::tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "big.bin", &data[..]).expect("tar in memory");
+        let tar = tar.into_inner().expect("tar in memory");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).expect("gzip in memory");
+        let gz = gz.finish().expect("gzip in memory");
+        let mut zip = ::zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = ::zip::write::SimpleFileOptions::default()
+            .compression_method(::zip::CompressionMethod::Deflated)
+            .last_modified_time(::zip::DateTime::default());
+        zip.start_file("big.bin", options).expect("zip in memory");
+        zip.write_all(&data).expect("zip in memory");
+        let zip = zip.finish().expect("zip in memory").into_inner();
+        [(SourceFormat::Tar, tar), (SourceFormat::TarGz, gz), (SourceFormat::Zip, zip)]
+    }
+
+    /// Decodes `bytes` the way [`from_archive`] does (through a [`Cancellable`] reader), with a
+    /// counting reader below it; returns the result and the bytes read.
+    fn decode(
+        format: SourceFormat,
+        bytes: &[u8],
+        after: u64,
+        cancel: &CancelFlag,
+    ) -> (Result<(), Error>, u64) {
+        let limits = Limits::default();
+        let read = Rc::new(Cell::new(0));
+        let counting = Counting {
+            inner: Cursor::new(bytes.to_vec()),
+            read: Rc::clone(&read),
+            after,
+            cancel: cancel.clone(),
+        };
+        let input = Cancellable { inner: counting, cancel };
+        let mut ns = memory::MemNamespace::new(&limits, None).expect("spool");
+        let result = match format {
+            SourceFormat::Tar => {
+                tar::read(io::BufReader::with_capacity(128 * 1024, input), false, &mut ns, &limits)
+            }
+            SourceFormat::TarGz => tar::read(input, true, &mut ns, &limits),
+            _ => zip::read(input, &Spool::from_bytes(bytes.to_vec()), &mut ns, &limits),
+        };
+        (result, read.get())
+    }
+
+    #[test]
+    fn a_cancelled_request_reads_no_byte_of_its_archive() {
+        for (format, bytes) in archives() {
+            let cancel = CancelFlag::default();
+            cancel.cancel();
+            let (result, read) = decode(format, &bytes, u64::MAX, &cancel);
+            assert!(matches!(result, Err(Error::Cancelled)), "{format:?}: {result:?}");
+            assert_eq!(read, 0, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn cancelling_a_decode_stops_it_within_a_buffer_of_input() {
+        for (format, bytes) in archives() {
+            let (uncancelled, read_all) = decode(format, &bytes, u64::MAX, &CancelFlag::default());
+            assert!(uncancelled.is_ok(), "{format:?}: {uncancelled:?}");
+            let cancel = CancelFlag::default();
+            let (result, read) = decode(format, &bytes, 1 << 20, &cancel);
+            assert!(matches!(result, Err(Error::Cancelled)), "{format:?}: {result:?}");
+            // One buffered read past the cancelling one, at most (decoders read 128 KiB or less).
+            assert!(read <= (1 << 20) + 256 * 1024, "{format:?}: read {read} of {read_all} bytes");
+            assert!(read_all >= 16 << 20, "{format:?}: the whole archive is read when not cancelled");
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_error() {
+        let full = Error::io(io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!((full.code(), full.is_input_error()), ("insufficient_storage", false));
+        let other = Error::io(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(other.code(), "io_error");
+    }
 }

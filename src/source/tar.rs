@@ -4,13 +4,14 @@
 //! PAX extended headers are read here, with a size cap, instead of by the crate, which would
 //! buffer any size. The decompressed stream is capped (gzip bombs) and must end with tar's
 //! end-of-archive marker followed only by zero padding, so a truncated upload is an error, never
-//! a smaller package.
+//! a smaller package. The gzip stream is read as `gzip -d` reads it: members one after another,
+//! then nothing but zero padding.
 
 use std::cell::Cell;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 use tar::{Archive, EntryType, PaxExtensions};
 
 use super::Error;
@@ -37,6 +38,53 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)
+    }
+}
+
+/// Decodes gzip members one after another (`cat a.gz b.gz`), as gzip(1) does, and accepts zero
+/// bytes after the last member: tape and block padding, which `gzip -d` ignores too ("trailing
+/// zero bytes ignored"). Anything else after a member that does not start another member is an
+/// error, so two readers cannot see two different archives in one upload.
+struct GzMembers<R: BufRead> {
+    current: Option<GzDecoder<R>>,
+}
+
+impl<R: BufRead> GzMembers<R> {
+    fn new(input: R) -> Self {
+        Self { current: Some(GzDecoder::new(input)) }
+    }
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(member) = &mut self.current else { return Ok(0) };
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This member is complete (trailer checked): see what follows it.
+            let Some(member) = self.current.take() else { return Ok(0) };
+            let mut input = member.into_inner();
+            match input.fill_buf()?.first() {
+                None => return Ok(0),
+                Some(0x1f) => self.current = Some(GzDecoder::new(input)),
+                Some(_) => loop {
+                    let rest = input.fill_buf()?;
+                    if rest.is_empty() {
+                        return Ok(0);
+                    }
+                    if rest.iter().any(|b| *b != 0) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "data after the last gzip member that is not zero padding",
+                        ));
+                    }
+                    let n = rest.len();
+                    input.consume(n);
+                },
+            }
+        }
     }
 }
 
@@ -86,8 +134,7 @@ pub(crate) fn read(
     let consumed = Rc::new(Cell::new(0));
     let counted = Counted { inner: input, count: Rc::clone(&consumed) };
     let stream: Box<dyn Read> = if gzip {
-        // Multi-member gzip (`cat a.gz b.gz`) is decoded as one stream, as gzip(1) does.
-        Box::new(MultiGzDecoder::new(BufReader::with_capacity(128 * 1024, counted)))
+        Box::new(GzMembers::new(BufReader::with_capacity(128 * 1024, counted)))
     } else {
         Box::new(counted)
     };
@@ -100,7 +147,7 @@ pub(crate) fn read(
         limits: *limits,
         last: [0xff; 512],
     };
-    read_members(&mut guard, ns, limits)?;
+    read_members(&mut guard, !gzip, ns, limits)?;
     // The tar crate stops at the first zero block, so the last block read must be that marker.
     if guard.produced % 512 != 0 || guard.last.iter().any(|b| *b != 0) {
         return Err(Error::Corrupt("the archive ends without an end-of-archive marker".into()));
@@ -126,7 +173,14 @@ struct Pending {
     size: Option<u64>,
 }
 
-fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
+/// Reads the members; with `raw`, the stream is the upload itself, so a file's data offset in the
+/// stream is its offset in the upload.
+fn read_members(
+    stream: &mut impl Read,
+    raw: bool,
+    ns: &mut MemNamespace,
+    limits: &Limits,
+) -> Result<(), Error> {
     let mut archive = Archive::new(stream);
     let entries = archive.entries().map_err(|e| super::read_error(&e))?.raw(true);
     let mut pending = Pending::default();
@@ -199,7 +253,8 @@ fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) 
             }
             EntryType::Regular | EntryType::Continuous => {
                 let executable = header.mode().map_err(|e| super::read_error(&e))? & 0o100 != 0;
-                ns.insert(&path, Kind::File { executable, data: &mut entry, size })?;
+                let upload_offset = raw.then(|| entry.raw_file_position());
+                ns.insert(&path, Kind::File { executable, data: &mut entry, size, upload_offset })?;
             }
             EntryType::Directory => ns.insert(&path, Kind::<io::Empty>::Dir)?,
             EntryType::Symlink => {

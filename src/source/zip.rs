@@ -5,15 +5,20 @@
 //! The exec bit comes from Unix external attributes when the entry has them, else the file is
 //! `0644`. Entries are decompressed with a cap on the total and on the ratio to the archive size
 //! (zip bombs, including overlapping-entry bombs), and declared sizes and CRCs are verified.
+//!
+//! One parse, no differentials: a zip names each entry twice (central directory and local
+//! header), and readers disagree on which one counts, so an entry whose two names differ is
+//! refused rather than read by one of them. A directory entry must be empty, as in tar:
+//! bytes hidden under a directory name are what another extractor would write somewhere.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 
 use zip::result::ZipError;
 use zip::{CompressionMethod, System, ZipArchive};
 
+use super::Error;
 use super::memory::{Kind, MemNamespace};
-use super::{ArchiveBytes, Error};
-use crate::package::Limits;
+use crate::package::{Limits, Spool};
 
 const S_IFMT: u32 = 0o170_000;
 const S_IFREG: u32 = 0o100_000;
@@ -28,12 +33,50 @@ fn zip_error(e: ZipError) -> Error {
     }
 }
 
-/// Reads every entry of a zip file into `ns`.
+/// Size of a local file header before its name (signature included).
+const LOCAL_HEADER_LEN: usize = 30;
+
+/// The name in the local header at `header_start` of `upload`.
+fn local_name(upload: &Spool, header_start: u64) -> Result<Vec<u8>, Error> {
+    let corrupt = || Error::Corrupt(format!("no local file header at offset {header_start}"));
+    let mut fixed = [0u8; LOCAL_HEADER_LEN];
+    read_exact_at(upload, &mut fixed, header_start)?.then_some(()).ok_or_else(corrupt)?;
+    if fixed[..4] != [b'P', b'K', 3, 4] {
+        return Err(corrupt());
+    }
+    let mut name = vec![0u8; usize::from(u16::from_le_bytes([fixed[26], fixed[27]]))];
+    read_exact_at(upload, &mut name, header_start + LOCAL_HEADER_LEN as u64)?
+        .then_some(())
+        .ok_or_else(corrupt)?;
+    Ok(name)
+}
+
+/// Fills `buf` from `offset`; `false` if the upload ends first.
+fn read_exact_at(upload: &Spool, buf: &mut [u8], offset: u64) -> Result<bool, Error> {
+    let mut done = 0;
+    while done < buf.len() {
+        match upload.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => return Ok(false),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(e)),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads every entry of a zip file (read through `reader`; `upload` is the same bytes, for the
+/// local headers) into `ns`.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
-pub(crate) fn read(mut file: ArchiveBytes, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
-    let archive_len = file.len().map_err(Error::Io)?;
-    let mut archive = ZipArchive::new(file).map_err(zip_error)?;
+pub(crate) fn read(
+    reader: impl Read + Seek,
+    upload: &Spool,
+    ns: &mut MemNamespace,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let archive_len = upload.len().map_err(Error::io)?;
+    let mut archive = ZipArchive::new(reader).map_err(zip_error)?;
     if archive.has_duplicate_names() {
         return Err(Error::DuplicatePath { path: "(a name listed twice in the zip)".into() });
     }
@@ -44,6 +87,12 @@ pub(crate) fn read(mut file: ArchiveBytes, ns: &mut MemNamespace, limits: &Limit
             let raw = archive.by_index_raw(i).map_err(zip_error)?;
             let name = raw.name_raw().to_vec();
             let lossy = || String::from_utf8_lossy(raw.name_raw()).into_owned();
+            if local_name(upload, raw.header_start())? != name {
+                return Err(Error::Corrupt(format!(
+                    "{:?}: the local header names the entry differently than the central directory",
+                    lossy()
+                )));
+            }
             if raw.encrypted() {
                 return Err(Error::EncryptedEntry { path: lossy() });
             }
@@ -62,11 +111,14 @@ pub(crate) fn read(mut file: ArchiveBytes, ns: &mut MemNamespace, limits: &Limit
         let lossy = || String::from_utf8_lossy(&name).into_owned();
         let file_type = unix_mode.map(|m| m & S_IFMT);
         match file_type {
-            Some(S_IFDIR) => {
-                ns.insert(&name, Kind::<io::Empty>::Dir)?;
-                continue;
-            }
-            _ if is_dir => {
+            _ if file_type == Some(S_IFDIR) || is_dir => {
+                // Decoded like a file (an empty deflate stream is two bytes), and must be empty.
+                let mut entry = archive.by_index(i).map_err(zip_error)?;
+                let mut probe = [0u8; 1];
+                if entry.size() != 0 || super::read_input(&mut entry, &mut probe)? != 0 {
+                    return Err(Error::Corrupt(format!("{:?}: a directory entry with data", lossy())));
+                }
+                drop(entry);
                 ns.insert(&name, Kind::<io::Empty>::Dir)?;
                 continue;
             }
@@ -102,7 +154,7 @@ pub(crate) fn read(mut file: ArchiveBytes, ns: &mut MemNamespace, limits: &Limit
             // The zip crate checks the CRC once the entry is read to its end; reading one byte
             // past the declared size proves the entry is not longer than it claims.
             let mut exact = ExactSize { inner: &mut entry, left: size, name: &name };
-            ns.insert(&name, Kind::File { executable, data: &mut exact, size })?;
+            ns.insert(&name, Kind::File { executable, data: &mut exact, size, upload_offset: None })?;
             let mut probe = [0u8; 1];
             if super::read_input(&mut entry, &mut probe)? != 0 {
                 return Err(Error::Corrupt(format!("{:?} is longer than its declared size", lossy())));

@@ -311,8 +311,9 @@ fn a_directory_read_error_names_the_path_that_failed() {
     use lambda_packager::package::Limits;
     use lambda_packager::source::{self, Selection};
     let file = tempfile::NamedTempFile::new().expect("temp file");
-    let e = source::from_directory(file.path(), &Selection::default(), &Limits::default())
-        .expect_err("a file is not a directory");
+    let e =
+        source::from_directory(file.path(), &Selection::default(), &Limits::default(), &Default::default())
+            .expect_err("a file is not a directory");
     assert_eq!(e.code(), "io_error");
     let cause = std::error::Error::source(&e).expect("the I/O error").to_string();
     assert!(cause.starts_with(&format!("{}: ", file.path().display())), "{cause}");

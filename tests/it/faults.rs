@@ -15,7 +15,8 @@ use crate::support::app::http_request;
 use crate::support::noise;
 
 /// A `lambda-packager serve` process on a local store; killed when dropped. Other suites start
-/// it too, to measure the server process (peak RSS) or read its log.
+/// it too, to measure the server process (peak RSS, CPU), read its log, or run it in its own
+/// mount namespace.
 pub(crate) struct Service {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
@@ -23,14 +24,14 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    fn start(store: &Path) -> Self {
+    pub(crate) fn start(store: &Path) -> Self {
         Self::start_with::<&str>(store, &[])
     }
 
-    fn command<V: AsRef<OsStr>>(store: &Path, env: &[(&str, V)]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lambda-packager"));
+    /// `command` (which must end up exec'ing `lambda-packager serve`) with the test's listeners,
+    /// store and JSON logs; `env` comes last, so it wins.
+    fn configure<V: AsRef<OsStr>>(mut command: Command, store: &Path, env: &[(&str, V)]) -> Command {
         command
-            .arg("serve")
             .env("LAMBDA_PACKAGER_SERVER__LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_STORE__LOCAL__PATH", store)
@@ -40,10 +41,26 @@ impl Service {
         command
     }
 
+    fn command<V: AsRef<OsStr>>(store: &Path, env: &[(&str, V)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lambda-packager"));
+        command.arg("serve");
+        Self::configure(command, store, env)
+    }
+
     /// Starts the service with extra configuration variables (JSON logs unless `env` says
     /// otherwise), its log read through a pipe.
     pub(crate) fn start_with<V: AsRef<OsStr>>(store: &Path, env: &[(&str, V)]) -> Self {
-        let mut child = Self::command(store, env).stderr(Stdio::piped()).spawn().expect("spawn serve");
+        Self::run(Self::command(store, env))
+    }
+
+    /// Runs `cmd`, which must end up exec'ing `lambda-packager serve` (e.g. through `unshare`),
+    /// configured like [`Service::start_with`], and waits until it listens.
+    pub(crate) fn spawn<V: AsRef<OsStr>>(cmd: Command, store: &Path, env: &[(&str, V)]) -> Self {
+        Self::run(Self::configure(cmd, store, env))
+    }
+
+    fn run(mut command: Command) -> Self {
+        let mut child = command.stderr(Stdio::piped()).spawn().expect("spawn serve");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let (addr, admin) = loop {

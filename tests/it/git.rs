@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lambda_packager::package::{Limits, PackOptions};
+use lambda_packager::package::{CancelFlag, Limits, PackOptions};
 use lambda_packager::publish::{self, GitInput, Input};
 use lambda_packager::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
 use lambda_packager::source::{self, Selection};
@@ -543,7 +543,8 @@ fn the_same_limits_and_selection_errors_apply_to_git_trees() {
     let git_source = source(mirror_dir.path(), &[repo.url()]);
     let request = GitRequest { repo: repo.url(), reference: "main".into(), path: None };
     let run = |limits: &Limits, selection: &Selection| {
-        source::from_git(&git_source, &request, selection, limits, None).map(|(_, tree)| tree.entries().len())
+        source::from_git(&git_source, &request, selection, limits, None, &CancelFlag::default())
+            .map(|(_, tree)| tree.entries().len())
     };
     let sub = selection(Some(SUB));
     assert_eq!(run(&Limits::default(), &sub).expect("packs"), 9);

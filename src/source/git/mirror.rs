@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::GitSource;
 use super::remote::{RemoteUrl, Scheme};
+use crate::package::CancelFlag;
 use crate::source::Error;
 
 /// How often a running git is checked for exit, timeout and size.
@@ -109,6 +110,16 @@ pub(crate) struct Fetched {
 enum Stopped {
     Timeout,
     TooLarge,
+    /// The request went away: git is killed as on a timeout, and its slot is freed at once.
+    Cancelled,
+}
+
+/// When a request's git work must stop: at its fetch deadline, or as soon as the request is
+/// cancelled (client gone, request timeout, shutdown), whichever comes first. Both are polled
+/// every [`POLL`].
+struct Until<'a> {
+    deadline: Instant,
+    cancel: &'a CancelFlag,
 }
 
 /// A finished git run.
@@ -153,18 +164,23 @@ impl SizeWatch {
 
 impl GitSource {
     /// Makes sure the mirror of `remote` has what `want` names, and resolves it to a commit.
-    pub(crate) fn fetch_into_mirror(&self, remote: &RemoteUrl, want: &Want) -> Result<Fetched, Error> {
-        let deadline = Instant::now() + self.config.fetch_timeout;
+    pub(crate) fn fetch_into_mirror(
+        &self,
+        remote: &RemoteUrl,
+        want: &Want,
+        cancel: &CancelFlag,
+    ) -> Result<Fetched, Error> {
+        let until = Until { deadline: Instant::now() + self.config.fetch_timeout, cancel };
         let key = mirror_key(remote);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(self.config.mirror_dir.join(format!("{key}.lock")))
-            .map_err(Error::Io)?;
-        self.lock(&lock, remote, deadline)?;
-        let mirror = self.ensure_mirror(&key, remote, deadline)?;
-        remove_leftovers(&mirror).map_err(Error::Io)?;
+            .map_err(Error::io)?;
+        self.lock(&lock, remote, &until)?;
+        let mirror = self.ensure_mirror(&key, remote, &until)?;
+        remove_leftovers(&mirror).map_err(Error::io)?;
         let local_ref = match want {
             Want::Commit(id) => {
                 let dst = format!("refs/commits/{id}");
@@ -175,15 +191,15 @@ impl GitSource {
                         &format!("+{id}:{dst}"),
                         &dst,
                         &id.to_string(),
-                        deadline,
+                        &until,
                     )?;
                 }
                 dst
             }
             Want::Refs(names) => {
-                let (name, id) = self.ls_remote(remote, &mirror, names, deadline)?;
+                let (name, id) = self.ls_remote(remote, &mirror, names, &until)?;
                 if local_ref_target(&mirror, &name)? != Some(id) {
-                    self.fetch_refspec(remote, &mirror, &format!("+{name}:{name}"), &name, &name, deadline)?;
+                    self.fetch_refspec(remote, &mirror, &format!("+{name}:{name}"), &name, &name, &until)?;
                 }
                 name
             }
@@ -193,47 +209,52 @@ impl GitSource {
         Ok(Fetched { mirror, commit })
     }
 
-    /// Takes the remote's lock, waiting at most until `deadline`.
-    fn lock(&self, lock: &File, remote: &RemoteUrl, deadline: Instant) -> Result<(), Error> {
+    /// Takes the remote's lock, waiting at most until the deadline, and no longer than the
+    /// request wants it.
+    fn lock(&self, lock: &File, remote: &RemoteUrl, until: &Until<'_>) -> Result<(), Error> {
         loop {
             match lock.try_lock() {
                 Ok(()) => return Ok(()),
-                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => thread::sleep(POLL),
+                Err(fs::TryLockError::WouldBlock) if until.cancel.is_cancelled() => {
+                    return Err(Error::Cancelled);
+                }
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < until.deadline => thread::sleep(POLL),
                 Err(fs::TryLockError::WouldBlock) => return Err(self.timeout(remote)),
-                Err(fs::TryLockError::Error(e)) => return Err(Error::Io(e)),
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io(e)),
             }
         }
     }
 
     /// The bare mirror of `key`, created (in a temp directory, then renamed) if missing.
     /// Called with the lock held.
-    fn ensure_mirror(&self, key: &str, remote: &RemoteUrl, deadline: Instant) -> Result<PathBuf, Error> {
+    fn ensure_mirror(&self, key: &str, remote: &RemoteUrl, until: &Until<'_>) -> Result<PathBuf, Error> {
         let dir = &self.config.mirror_dir;
         let mirror = dir.join(format!("{key}.git"));
         // A crash during an earlier creation leaves its temp directory; only holders of this
         // lock create one, so it is garbage.
         let init_prefix = format!("{key}.git.init-");
-        for entry in fs::read_dir(dir).map_err(Error::Io)? {
-            let entry = entry.map_err(Error::Io)?;
+        for entry in fs::read_dir(dir).map_err(Error::io)? {
+            let entry = entry.map_err(Error::io)?;
             if entry.file_name().to_string_lossy().starts_with(&init_prefix) {
-                fs::remove_dir_all(entry.path()).map_err(Error::Io)?;
+                fs::remove_dir_all(entry.path()).map_err(Error::io)?;
             }
         }
         if mirror.is_dir() {
             return Ok(mirror);
         }
-        let tmp = tempfile::Builder::new().prefix(&init_prefix).tempdir_in(dir).map_err(Error::Io)?;
+        let tmp = tempfile::Builder::new().prefix(&init_prefix).tempdir_in(dir).map_err(Error::io)?;
         let mut cmd = self.git(tmp.path(), remote.scheme());
         cmd.args(["init", "--quiet", "--bare", "--template="]).arg(tmp.path());
-        let out = match self.run(cmd, deadline, None) {
+        let out = match self.run(cmd, until, None) {
             Ok(out) => out,
             Err(Ok(Stopped::Timeout | Stopped::TooLarge)) => return Err(self.timeout(remote)),
-            Err(Err(e)) => return Err(Error::Io(e)),
+            Err(Ok(Stopped::Cancelled)) => return Err(Error::Cancelled),
+            Err(Err(e)) => return Err(Error::io(e)),
         };
         if !out.status.success() {
             return Err(Error::Io(io::Error::other(format!("git init failed: {}", out.detail()))));
         }
-        fs::rename(tmp.path(), &mirror).map_err(Error::Io)?;
+        fs::rename(tmp.path(), &mirror).map_err(Error::io)?;
         // Renamed away: nothing is left for the guard to delete.
         let _ = tmp.keep();
         Ok(mirror)
@@ -245,11 +266,11 @@ impl GitSource {
         remote: &RemoteUrl,
         mirror: &Path,
         names: &[String],
-        deadline: Instant,
+        until: &Until<'_>,
     ) -> Result<(String, gix::ObjectId), Error> {
         let mut cmd = self.git(mirror, remote.scheme());
         cmd.args(["ls-remote", "--refs", "--"]).arg(remote.as_str()).args(names);
-        let out = self.run_remote(cmd, remote, deadline, None)?;
+        let out = self.run_remote(cmd, remote, until, None)?;
         if !out.status.success() {
             return Err(Error::GitFetchFailed { repo: remote.as_str().to_owned(), detail: out.detail() });
         }
@@ -289,7 +310,7 @@ impl GitSource {
         refspec: &str,
         dst: &str,
         requested: &str,
-        deadline: Instant,
+        until: &Until<'_>,
     ) -> Result<(), Error> {
         let watch = SizeWatch::new(mirror, self.config.max_fetch_bytes);
         let mut cmd = self.git(mirror, remote.scheme());
@@ -306,7 +327,7 @@ impl GitSource {
         ])
         .arg(remote.as_str())
         .arg(refspec);
-        let out = self.run_remote(cmd, remote, deadline, Some(&watch))?;
+        let out = self.run_remote(cmd, remote, until, Some(&watch))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             // git's wording (LC_ALL=C) when the remote does not have what was asked for.
@@ -322,8 +343,9 @@ impl GitSource {
             let mut cmd = self.git(mirror, remote.scheme());
             cmd.args(["update-ref", "-d", "--", dst]);
             // Best effort: a deadline already passed must not keep the ref alive.
-            let cleanup_deadline = Instant::now() + Duration::from_secs(10);
-            match self.run(cmd, cleanup_deadline, None) {
+            let cleanup =
+                Until { deadline: Instant::now() + Duration::from_secs(10), cancel: &CancelFlag::default() };
+            match self.run(cmd, &cleanup, None) {
                 Ok(out) if out.status.success() => {}
                 Ok(out) => return Err(Error::Io(io::Error::other(out.detail()))),
                 Err(_) => return Err(Error::Io(io::Error::other("git update-ref did not finish"))),
@@ -338,18 +360,19 @@ impl GitSource {
         &self,
         cmd: Command,
         remote: &RemoteUrl,
-        deadline: Instant,
+        until: &Until<'_>,
         watch: Option<&SizeWatch>,
     ) -> Result<Output, Error> {
-        match self.run(cmd, deadline, watch) {
+        match self.run(cmd, until, watch) {
             Ok(out) => Ok(out),
             Err(Ok(stopped)) => {
                 if let Some(watch) = watch {
-                    remove_leftovers(watch.objects.parent().unwrap_or(&watch.objects)).map_err(Error::Io)?;
+                    remove_leftovers(watch.objects.parent().unwrap_or(&watch.objects)).map_err(Error::io)?;
                 }
                 Err(match stopped {
                     Stopped::Timeout => self.timeout(remote),
                     Stopped::TooLarge => self.too_large(remote),
+                    Stopped::Cancelled => Error::Cancelled,
                 })
             }
             Err(Err(e)) => Err(Error::GitFetchFailed {
@@ -404,20 +427,20 @@ impl GitSource {
         cmd
     }
 
-    /// Runs `cmd` in its own process group until it exits, the deadline passes or the watched
-    /// objects grow too large; in the last two cases the whole group (git and its helpers,
-    /// such as git-remote-https and index-pack) is killed.
+    /// Runs `cmd` in its own process group until it exits, the deadline passes, the request is
+    /// cancelled or the watched objects grow too large; in the last three cases the whole group
+    /// (git and its helpers, such as git-remote-https and index-pack) is killed.
     fn run(
         &self,
         mut cmd: Command,
-        deadline: Instant,
+        until: &Until<'_>,
         watch: Option<&SizeWatch>,
     ) -> Result<Output, Result<Stopped, io::Error>> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         let mut child = cmd.spawn().map_err(Err)?;
         let stdout = child.stdout.take().map(|r| thread::spawn(move || read_capped(r, MAX_STDOUT)));
         let stderr = child.stderr.take().map(|r| thread::spawn(move || read_capped(r, MAX_STDERR)));
-        let outcome = wait(&mut child, deadline, watch);
+        let outcome = wait(&mut child, until, watch);
         if outcome.is_err() {
             // Not yet reaped, so the group id is still this child's: kill exactly what we started.
             let pid = rustix::process::Pid::from_child(&child);
@@ -446,14 +469,17 @@ impl GitSource {
 
 fn wait(
     child: &mut Child,
-    deadline: Instant,
+    until: &Until<'_>,
     watch: Option<&SizeWatch>,
 ) -> Result<ExitStatus, Result<Stopped, io::Error>> {
     loop {
         if let Some(status) = child.try_wait().map_err(Err)? {
             return Ok(status);
         }
-        if Instant::now() >= deadline {
+        if until.cancel.is_cancelled() {
+            return Err(Ok(Stopped::Cancelled));
+        }
+        if Instant::now() >= until.deadline {
             return Err(Ok(Stopped::Timeout));
         }
         if watch.is_some_and(SizeWatch::exceeded) {

@@ -171,7 +171,7 @@ impl GitSource {
         let source = Self::new(GitConfig { allowed_remotes: vec![repo.to_owned()], ..config }).map_err(
             |e| match e {
                 GitConfigError::InvalidPrefix { reason, .. } => Error::GitRemoteNotAllowed { reason },
-                GitConfigError::MirrorDir { source, .. } => Error::Io(source),
+                GitConfigError::MirrorDir { source, .. } => Error::io(source),
             },
         )?;
         Ok(source)
@@ -196,11 +196,16 @@ impl GitSource {
         Ok(())
     }
 
-    /// Fetches what `request` names into its mirror and resolves it to a commit.
-    pub(crate) fn fetch(&self, request: &GitRequest) -> Result<Fetched, Error> {
+    /// Fetches what `request` names into its mirror and resolves it to a commit, unless
+    /// `cancel` stops it first.
+    pub(crate) fn fetch(
+        &self,
+        request: &GitRequest,
+        cancel: &crate::package::CancelFlag,
+    ) -> Result<Fetched, Error> {
         let remote = self.allowed_remote(&request.repo)?;
         let want = Want::parse(&request.reference)?;
-        self.fetch_into_mirror(&remote, &want)
+        self.fetch_into_mirror(&remote, &want, cancel)
     }
 
     fn allowed_remote(&self, repo: &str) -> Result<RemoteUrl, Error> {

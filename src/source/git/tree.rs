@@ -57,7 +57,7 @@ impl GitNamespace {
             repo,
             root,
             listings: HashMap::new(),
-            spool: SpoolWriter::new_in(spool_dir).map_err(Error::Io)?,
+            spool: SpoolWriter::new_in(spool_dir).map_err(Error::io)?,
             spooled: HashMap::new(),
             limits: *limits,
             entries: 0,
@@ -169,14 +169,14 @@ impl Namespace for GitNamespace {
         if object.kind != gix::object::Kind::Blob || object.data.len() as u64 != size {
             return Err(corrupt(format!("{path}: object {blob} is not a blob of {size} bytes")));
         }
-        let offset = self.spool.append_bytes(&object.data).map_err(Error::Io)?;
+        let offset = self.spool.append_bytes(&object.data).map_err(Error::io)?;
         self.bytes += size;
         self.spooled.insert(*blob, (offset, size));
         Ok((Content::Spooled { offset }, size))
     }
 
     fn into_spool(self) -> Result<Option<Spool>, Error> {
-        self.spool.finish().map(Some).map_err(Error::Io)
+        self.spool.finish().map(Some).map_err(Error::io)
     }
 }
 
