@@ -110,8 +110,7 @@ pub fn decode(
             Decoded { tree, format, git: None }
         }
         Input::Git(git) => {
-            let (revision, tree) =
-                source::from_git(&git.source, &git.request, selection, limits, spool_dir, cancel)?;
+            let (revision, tree) = source::from_git(&git.source, &git.request, selection, limits, cancel)?;
             Decoded { tree, format: SourceFormat::Git, git: Some(revision) }
         }
     })

@@ -36,6 +36,7 @@ pub mod canonical;
 pub mod digest;
 pub mod limits;
 pub mod manifest;
+mod stream;
 pub mod tree;
 
 use std::collections::BTreeMap;
@@ -53,8 +54,9 @@ pub use self::canonical::FORMAT_VERSION;
 pub use self::digest::Sha256Hex;
 pub use self::limits::Limits;
 pub use self::tree::{
-    Content, Entry, EntryPath, MEMORY_SPOOL_BYTES, Mode, PathError, SourceTree, Spool, SpoolReader,
-    SpoolWriter, TreeError, is_storage_full,
+    BlobReader, BlobSource, Content, ContentReader, Contents, Entry, EntryPath, MEMORY_SPOOL_BYTES, Mode,
+    PathError, SourceTree, Spool, SpoolReader, SpoolWriter, StreamSource, TreeError, TreeReader,
+    is_storage_full,
 };
 
 use self::canonical::{Method, entry_options, method_for};
@@ -252,16 +254,21 @@ fn write_entries<W: Write + Seek>(
     options: &PackOptions,
     zip: &mut ZipWriter<W>,
 ) -> Result<(), Error> {
+    if let Contents::Stream(stream) = tree.contents() {
+        return stream::write_entries(tree, stream.as_ref(), IN_FLIGHT_BUDGET, &options.cancel, zip)
+            .map(|_| ());
+    }
     let entries = tree.entries();
     let useful = usize::try_from(tree.total_bytes() / BYTES_PER_THREAD).unwrap_or(usize::MAX);
     let threads = options.threads.get().min(entries.len()).min(useful.max(1));
     if threads <= 1 {
         let mut buf = vec![0u8; READ_BUFFER];
+        let mut reader = tree.reader();
         for entry in entries {
             if options.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            zip.add_prepared_file(prepare(tree, entry, &mut buf, &options.cancel)?)?;
+            zip.add_prepared_file(prepare(&mut reader, entry, &mut buf, &options.cancel)?)?;
         }
         return Ok(());
     }
@@ -270,25 +277,25 @@ fn write_entries<W: Write + Seek>(
 
 /// Compresses one entry on its own, choosing deflate or store by [`method_for`].
 fn prepare(
-    tree: &SourceTree,
+    reader: &mut TreeReader<'_>,
     entry: &Entry,
     buf: &mut [u8],
     cancel: &CancelFlag,
 ) -> Result<PreparedZipFile, Error> {
-    let deflated = compress(tree, entry, Method::Deflate, buf, cancel)?;
+    let deflated = compress(reader, entry, Method::Deflate, buf, cancel)?;
     match method_for(deflated.uncompressed_size(), deflated.compressed_size()) {
         Method::Deflate => Ok(deflated),
         Method::Store => {
             // Free the deflated copy first: for a large incompressible file (a model, a wheel)
             // holding both would double the packer's peak memory (BENCHMARKS.md, memory).
             drop(deflated);
-            compress(tree, entry, Method::Store, buf, cancel)
+            compress(reader, entry, Method::Store, buf, cancel)
         }
     }
 }
 
 fn compress(
-    tree: &SourceTree,
+    reader: &mut TreeReader<'_>,
     entry: &Entry,
     method: Method,
     buf: &mut [u8],
@@ -296,7 +303,7 @@ fn compress(
 ) -> Result<PreparedZipFile, Error> {
     let read_err = |source| Error::Read { path: entry.path.clone(), source };
     let mut builder = ZipFileBuilder::new(entry.path.as_str(), entry_options(entry.mode, method))?;
-    let mut reader = tree.open(entry).map_err(read_err)?;
+    let mut reader = reader.open(entry).map_err(read_err)?;
     let mut total = 0u64;
     loop {
         // Between two buffers too, so one large file does not outlive its request by seconds.
@@ -396,8 +403,9 @@ mod parallel {
                 let gate = &gate;
                 scope.spawn(move || {
                     let mut buf = vec![0u8; READ_BUFFER];
+                    let mut reader = tree.reader();
                     while let Some(i) = gate.admit(entries, cancel) {
-                        let result = prepare(tree, &entries[i], &mut buf, cancel);
+                        let result = prepare(&mut reader, &entries[i], &mut buf, cancel);
                         if tx.send((i, result)).is_err() {
                             break;
                         }

@@ -14,9 +14,9 @@ use std::rc::Rc;
 use flate2::bufread::GzDecoder;
 use tar::{Archive, EntryType, PaxExtensions};
 
-use super::Error;
-use super::memory::{Kind, MemNamespace};
-use crate::package::Limits;
+use super::memory::{Found, Kind, MemNamespace};
+use super::{Cancellable, Error};
+use crate::package::{CancelFlag, Limits, Spool, StreamSource};
 
 /// A limit crossed inside a reader, carried through `io::Error` and the tar crate.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,55 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
-/// Reads a tar stream, gzip-compressed or not, into `ns`.
+/// The tar stream of `input`: decompressed (members one after another, as `gzip -d` reads them)
+/// when `gzip`, capped at `max_unpacked_bytes` plus the headers' allowance, and, when
+/// decompressed, held to `max_compression_ratio` against the compressed bytes read. Every read
+/// of a tar stream goes through this guard: the decoder's, and each pass of a streamed pack.
+fn guarded<'a>(input: impl Read + 'a, gzip: bool, limits: &Limits) -> Guard<Box<dyn Read + 'a>> {
+    let consumed = Rc::new(Cell::new(0));
+    let counted = Counted { inner: input, count: Rc::clone(&consumed) };
+    let stream: Box<dyn Read + 'a> = if gzip {
+        Box::new(GzMembers::new(BufReader::with_capacity(128 * 1024, counted)))
+    } else {
+        Box::new(counted)
+    };
+    Guard {
+        inner: stream,
+        produced: 0,
+        max: limits.max_unpacked_bytes.saturating_add(limits.header_allowance()),
+        consumed,
+        max_ratio: if gzip { limits.max_compression_ratio } else { u64::MAX },
+        limits: *limits,
+        last: [0xff; 512],
+    }
+}
+
+/// The decompressed tar stream of a tar.gz upload, as a [`StreamSource`]: what a namespace
+/// [`over_stream`](MemNamespace::over_stream) leaves its files in when there is no disk for a
+/// spool. Every [`open`](StreamSource::open) decompresses the upload again from its start,
+/// under the decoder's own guard (size and ratio caps) and the request's cancel flag.
+#[derive(Debug)]
+pub(crate) struct TarGzStream {
+    upload: Spool,
+    limits: Limits,
+    cancel: CancelFlag,
+}
+
+impl TarGzStream {
+    pub(crate) fn new(upload: Spool, limits: &Limits, cancel: &CancelFlag) -> Self {
+        Self { upload, limits: *limits, cancel: cancel.clone() }
+    }
+}
+
+impl StreamSource for TarGzStream {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        let input = Cancellable { inner: self.upload.reader()?, cancel: &self.cancel };
+        Ok(Box::new(guarded(input, true, &self.limits)))
+    }
+}
+
+/// Reads a tar stream, gzip-compressed or not, into `ns`. A file's offset is its position in
+/// the tar stream: in the upload for a raw tar, in the decompressed stream for a tar.gz.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub(crate) fn read(
@@ -131,23 +179,8 @@ pub(crate) fn read(
     ns: &mut MemNamespace,
     limits: &Limits,
 ) -> Result<(), Error> {
-    let consumed = Rc::new(Cell::new(0));
-    let counted = Counted { inner: input, count: Rc::clone(&consumed) };
-    let stream: Box<dyn Read> = if gzip {
-        Box::new(GzMembers::new(BufReader::with_capacity(128 * 1024, counted)))
-    } else {
-        Box::new(counted)
-    };
-    let mut guard = Guard {
-        inner: stream,
-        produced: 0,
-        max: limits.max_unpacked_bytes.saturating_add(limits.header_allowance()),
-        consumed,
-        max_ratio: if gzip { limits.max_compression_ratio } else { u64::MAX },
-        limits: *limits,
-        last: [0xff; 512],
-    };
-    read_members(&mut guard, !gzip, ns, limits)?;
+    let mut guard = guarded(input, gzip, limits);
+    read_members(&mut guard, ns, limits)?;
     // The tar crate stops at the first zero block, so the last block read must be that marker.
     if guard.produced % 512 != 0 || guard.last.iter().any(|b| *b != 0) {
         return Err(Error::Corrupt("the archive ends without an end-of-archive marker".into()));
@@ -173,14 +206,8 @@ struct Pending {
     size: Option<u64>,
 }
 
-/// Reads the members; with `raw`, the stream is the upload itself, so a file's data offset in the
-/// stream is its offset in the upload.
-fn read_members(
-    stream: &mut impl Read,
-    raw: bool,
-    ns: &mut MemNamespace,
-    limits: &Limits,
-) -> Result<(), Error> {
+/// Reads the members of a tar stream.
+fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
     let mut archive = Archive::new(stream);
     let entries = archive.entries().map_err(|e| super::read_error(&e))?.raw(true);
     let mut pending = Pending::default();
@@ -253,8 +280,8 @@ fn read_members(
             }
             EntryType::Regular | EntryType::Continuous => {
                 let executable = header.mode().map_err(|e| super::read_error(&e))? & 0o100 != 0;
-                let upload_offset = raw.then(|| entry.raw_file_position());
-                ns.insert(&path, Kind::File { executable, data: &mut entry, size, upload_offset })?;
+                let found = Found::TarOffset(entry.raw_file_position());
+                ns.insert(&path, Kind::File { executable, data: &mut entry, size, found })?;
             }
             EntryType::Directory => ns.insert(&path, Kind::<io::Empty>::Dir)?,
             EntryType::Symlink => {

@@ -543,7 +543,7 @@ fn the_same_limits_and_selection_errors_apply_to_git_trees() {
     let git_source = source(mirror_dir.path(), &[repo.url()]);
     let request = GitRequest { repo: repo.url(), reference: "main".into(), path: None };
     let run = |limits: &Limits, selection: &Selection| {
-        source::from_git(&git_source, &request, selection, limits, None, &CancelFlag::default())
+        source::from_git(&git_source, &request, selection, limits, &CancelFlag::default())
             .map(|(_, tree)| tree.entries().len())
     };
     let sub = selection(Some(SUB));
