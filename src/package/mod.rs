@@ -62,7 +62,8 @@ pub use self::tree::{
 use self::canonical::{Method, entry_options, method_for};
 
 /// Uncompressed bytes that may be in flight between the compressing threads and the writer.
-/// Together with one file larger than this, it bounds the packer's memory.
+/// Together with one file larger than this, it bounds the packer's memory. A streamed tree
+/// (`stream`) holds at most this many compressed bytes per window, with the same exception.
 const IN_FLIGHT_BUDGET: u64 = 32 * 1024 * 1024;
 
 /// Below this many bytes per extra thread, threads cost more than they save.
@@ -186,8 +187,19 @@ pub fn pack<W: Write + Seek>(tree: &SourceTree, options: &PackOptions, out: &mut
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub fn pack_into<W: Write>(tree: &SourceTree, options: &PackOptions, out: W) -> Result<Packed, Error> {
+    pack_with_budget(tree, options, IN_FLIGHT_BUDGET, out)
+}
+
+/// [`pack_into`], with `budget` for the compressed bytes a streamed tree's windows hold (the
+/// tests pack small trees in many windows with it).
+pub(crate) fn pack_with_budget<W: Write>(
+    tree: &SourceTree,
+    options: &PackOptions,
+    budget: u64,
+    out: W,
+) -> Result<Packed, Error> {
     let mut zip = ZipWriter::new(Digesting::new(BufWriter::with_capacity(256 * 1024, out)));
-    write_entries(tree, options, &mut zip)?;
+    write_entries(tree, options, budget, &mut zip)?;
     let mut digesting = zip.finish()?;
     digesting.inner.flush().map_err(Error::Write)?;
     let sha256 = Sha256Hex::from_bytes(digesting.hasher.finalize().into());
@@ -252,11 +264,18 @@ impl<W> Seek for Digesting<W> {
 fn write_entries<W: Write + Seek>(
     tree: &SourceTree,
     options: &PackOptions,
+    stream_budget: u64,
     zip: &mut ZipWriter<W>,
 ) -> Result<(), Error> {
     if let Contents::Stream(stream) = tree.contents() {
-        return stream::write_entries(tree, stream.as_ref(), IN_FLIGHT_BUDGET, &options.cancel, zip)
-            .map(|_| ());
+        let passes = stream::write_entries(tree, stream.as_ref(), stream_budget, &options.cancel, zip)?;
+        tracing::info!(
+            stream.reads = passes.reads,
+            stream.windows = passes.windows,
+            stream.peak_held_bytes = passes.peak_held,
+            "packed a streamed tree in passes over its stream"
+        );
+        return Ok(());
     }
     let entries = tree.entries();
     let useful = usize::try_from(tree.total_bytes() / BYTES_PER_THREAD).unwrap_or(usize::MAX);

@@ -53,6 +53,8 @@ struct Measured {
     method: Method,
     /// Compressed bytes of one entry on the range, with that method.
     compressed: u64,
+    /// CRC-32 of the range's bytes: a later pass must read the same.
+    crc32: u32,
 }
 
 /// How a streamed pack went: what the tests check the design against.
@@ -80,7 +82,7 @@ pub(super) fn write_entries<W: Write + Seek>(
     let mut passes = Passes { reads: 0, windows: 0, peak_held: 0 };
     let mut buf = vec![0u8; READ_BUFFER];
 
-    let mut measured = vec![Measured { method: Method::Store, compressed: 0 }; ranges.len()];
+    let mut measured = vec![Measured { method: Method::Store, compressed: 0, crc32: 0 }; ranges.len()];
     let all: Vec<usize> = (0..ranges.len()).collect();
     passes.reads += pass(stream, entries, &ranges, &all, &mut buf, cancel, |r, data, buf| {
         let range = &ranges[r];
@@ -93,10 +95,12 @@ pub(super) fn write_entries<W: Write + Seek>(
             ZipFileBuilder::new(first.path.as_str(), entry_options(first.mode, Method::Deflate))?;
         feed(data, &mut [&mut builder], buf, cancel, first)?;
         let deflated = builder.finish()?;
-        measured[r] = match method_for(deflated.uncompressed_size(), deflated.compressed_size()) {
-            Method::Deflate => Measured { method: Method::Deflate, compressed: deflated.compressed_size() },
-            Method::Store => Measured { method: Method::Store, compressed: range.size },
+        let (method, compressed) = match method_for(deflated.uncompressed_size(), deflated.compressed_size())
+        {
+            Method::Deflate => (Method::Deflate, deflated.compressed_size()),
+            Method::Store => (Method::Store, range.size),
         };
+        measured[r] = Measured { method, compressed, crc32: deflated.crc32() };
         Ok(())
     })?;
 
@@ -115,14 +119,17 @@ pub(super) fn write_entries<W: Write + Seek>(
         passes.reads += pass(stream, entries, &ranges, &wanted, &mut buf, cancel, |r, data, buf| {
             let range = &ranges[r];
             let here: Vec<usize> = range.entries.iter().copied().filter(|i| window.contains(i)).collect();
-            let Measured { method, compressed } = measured[r];
+            let Measured { method, compressed, crc32 } = measured[r];
             let build = |i: usize, data: &mut dyn Read, buf: &mut [u8]| -> Result<PreparedZipFile, Error> {
                 let entry = &entries[i];
                 let mut builder =
                     ZipFileBuilder::new(entry.path.as_str(), entry_options(entry.mode, method))?;
                 feed(data, &mut [&mut builder], buf, cancel, entry)?;
                 let file = builder.finish()?;
-                if file.uncompressed_size() != range.size || file.compressed_size() != compressed {
+                if file.uncompressed_size() != range.size
+                    || file.compressed_size() != compressed
+                    || file.crc32() != crc32
+                {
                     return Err(Error::Read {
                         path: entry.path.clone(),
                         source: io::Error::new(
@@ -317,6 +324,323 @@ fn feed(
         };
         for sink in sinks.iter_mut() {
             sink.write_all(&buf[..n]).map_err(Error::Write)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::package::{Contents, EntryPath, Mode, PackOptions, Sha256Hex, pack_into, pack_with_budget};
+
+    /// A stream in memory: `bytes`, opened afresh every time. It counts its opens and the bytes
+    /// read, cancels `cancel` once `cancel_after` bytes were read in all, and gives other bytes
+    /// from its `change_on`th open on (1-based; 0: never).
+    #[derive(Debug)]
+    struct MemStream {
+        bytes: Vec<u8>,
+        opens: AtomicU64,
+        read: Mutex<u64>,
+        cancel: CancelFlag,
+        cancel_after: u64,
+        change_on: u64,
+    }
+
+    impl MemStream {
+        fn new(bytes: Vec<u8>) -> Self {
+            Self {
+                bytes,
+                opens: AtomicU64::new(0),
+                read: Mutex::new(0),
+                cancel: CancelFlag::default(),
+                cancel_after: u64::MAX,
+                change_on: 0,
+            }
+        }
+    }
+
+    struct MemReader<'a> {
+        stream: &'a MemStream,
+        pos: usize,
+        flip: bool,
+    }
+
+    impl Read for MemReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.stream.bytes.len() - self.pos).min(4096);
+            buf[..n].copy_from_slice(&self.stream.bytes[self.pos..self.pos + n]);
+            if self.flip && n > 0 {
+                buf[0] ^= 0xff;
+            }
+            self.pos += n;
+            let mut read = self.stream.read.lock().expect("lock");
+            *read += n as u64;
+            if *read >= self.stream.cancel_after {
+                self.stream.cancel.cancel();
+            }
+            Ok(n)
+        }
+    }
+
+    impl StreamSource for MemStream {
+        fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+            let opens = self.opens.fetch_add(1, Ordering::Relaxed) + 1;
+            let flip = self.change_on != 0 && opens >= self.change_on;
+            Ok(Box::new(MemReader { stream: self, pos: 0, flip }))
+        }
+    }
+
+    /// A file of a test tree: path, mode, bytes.
+    type File = (String, Mode, Vec<u8>);
+
+    /// The stream of `files` in `order`, with 37 bytes of junk before each (as tar headers
+    /// would be) and zero padding at the end; and each file's offset in it.
+    fn layout(files: &[File], order: &[usize]) -> (Vec<u8>, Vec<u64>) {
+        let mut bytes = Vec::new();
+        let mut offsets = vec![0; files.len()];
+        for &i in order {
+            bytes.extend_from_slice(&[0xa5; 37]);
+            offsets[i] = bytes.len() as u64;
+            bytes.extend_from_slice(&files[i].2);
+        }
+        bytes.extend_from_slice(&[0u8; 1024]);
+        (bytes, offsets)
+    }
+
+    /// `files` at `offsets` of `stream` as a streamed tree, plus `links` (a path, and the file
+    /// whose bytes it shares, as a hard link does); and the same tree from memory.
+    fn streamed(
+        files: &[File],
+        offsets: &[u64],
+        links: &[(String, usize)],
+        stream: MemStream,
+    ) -> (SourceTree, SourceTree, Arc<MemStream>) {
+        let stream = Arc::new(stream);
+        let entry = |path: &str, mode: Mode, i: usize| Entry {
+            path: EntryPath::new(path).expect("a valid path"),
+            mode,
+            size: files[i].2.len() as u64,
+            content: Content::Streamed { offset: offsets[i] },
+        };
+        let mut entries: Vec<Entry> =
+            files.iter().enumerate().map(|(i, (p, m, _))| entry(p, *m, i)).collect();
+        entries.extend(links.iter().map(|(p, i)| entry(p, files[*i].1, *i)));
+        let tree = SourceTree::new(entries, Contents::Stream(Arc::clone(&stream) as Arc<dyn StreamSource>))
+            .expect("a valid tree");
+        let mut memory: Vec<(&str, Mode, &[u8])> =
+            files.iter().map(|(p, m, b)| (p.as_str(), *m, &b[..])).collect();
+        memory.extend(links.iter().map(|(p, i)| (p.as_str(), files[*i].1, &files[*i].2[..])));
+        (tree, SourceTree::from_memory(memory).expect("a valid tree"), stream)
+    }
+
+    fn trees(
+        files: &[File],
+        order: &[usize],
+        links: &[(String, usize)],
+    ) -> (SourceTree, SourceTree, Arc<MemStream>) {
+        let (bytes, offsets) = layout(files, order);
+        streamed(files, &offsets, links, MemStream::new(bytes))
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// Text, noise, an empty file, a big text file and two hard links, in a stream order that is
+    /// not the zip's.
+    fn mixed_parts() -> (Vec<File>, Vec<usize>, Vec<(String, usize)>) {
+        let files: Vec<File> = vec![
+            ("z/last.py".into(), Mode::Regular, b"print('z')\n".repeat(3000)),
+            ("a/noise.bin".into(), Mode::Regular, noise(300_000, 7)),
+            ("empty".into(), Mode::Regular, Vec::new()),
+            ("bin/run".into(), Mode::Executable, b"#!/bin/sh\nexec true\n".to_vec()),
+            ("m/big.txt".into(), Mode::Regular, b"lorem ipsum dolor sit amet ".repeat(40_000)),
+            ("b.py".into(), Mode::Regular, noise(5000, 3)),
+        ];
+        (files, vec![4, 0, 2, 5, 1, 3], vec![("hard/link.py".into(), 0), ("c/also-noise".into(), 1)])
+    }
+
+    fn mixed() -> (SourceTree, SourceTree, Arc<MemStream>) {
+        let (files, order, links) = mixed_parts();
+        trees(&files, &order, &links)
+    }
+
+    fn pack_streamed(
+        tree: &SourceTree,
+        budget: u64,
+        cancel: &CancelFlag,
+    ) -> Result<(Vec<u8>, Passes), Error> {
+        let Contents::Stream(stream) = tree.contents() else { panic!("a streamed tree") };
+        let mut zip = ZipWriter::new(io::Cursor::new(Vec::new()));
+        let passes = write_entries(tree, stream.as_ref(), budget, cancel, &mut zip)?;
+        Ok((zip.finish().expect("finishes").into_inner(), passes))
+    }
+
+    fn reference(tree: &SourceTree) -> Vec<u8> {
+        let mut out = Vec::new();
+        pack_into(tree, &PackOptions::default(), &mut out).expect("packs");
+        out
+    }
+
+    #[test]
+    fn a_streamed_tree_packs_to_the_bytes_of_the_same_tree_in_memory_whatever_the_budget() {
+        let (tree, memory, _) = mixed();
+        let expected = Sha256Hex::of_bytes(&reference(&memory));
+        for budget in [0, 1, 4096, 100_000, 1 << 20, u64::MAX] {
+            let mut out = Vec::new();
+            pack_with_budget(&tree, &PackOptions::default(), budget, &mut out).expect("packs");
+            assert_eq!(Sha256Hex::of_bytes(&out), expected, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn windows_hold_at_most_the_budget_or_one_entry_and_each_costs_one_read() {
+        let entries = mixed().0.entries().len() as u64;
+        // Everything in one window: the measure pass and one packing pass.
+        let (tree, _, stream) = mixed();
+        let (_, all) = pack_streamed(&tree, u64::MAX, &CancelFlag::default()).expect("packs");
+        assert_eq!((all.reads, all.windows), (2, 1));
+        assert_eq!(stream.opens.load(Ordering::Relaxed), all.reads, "every read is counted");
+        // A budget below every entry: one entry per window, and the empty file's reads nothing.
+        let (tree, _, stream) = mixed();
+        let (_, one) = pack_streamed(&tree, 1, &CancelFlag::default()).expect("packs");
+        assert_eq!(one.windows, entries);
+        assert_eq!(one.reads, 1 + (entries - 1), "the measure pass, then one read per non-empty window");
+        assert_eq!(stream.opens.load(Ordering::Relaxed), one.reads, "every read is counted");
+        let largest = one.peak_held;
+        assert!(
+            (300_000..310_000).contains(&largest),
+            "the noise file is stored, and the largest: {largest}"
+        );
+        // In between, a window holds at most the budget, unless it is one entry.
+        for budget in [50_000, 200_000, 400_000] {
+            let (_, passes) = pack_streamed(&mixed().0, budget, &CancelFlag::default()).expect("packs");
+            assert!(passes.peak_held <= budget.max(largest), "{budget}: {passes:?}");
+            assert!(passes.windows > 1 && passes.windows < entries, "{budget}: {passes:?}");
+        }
+    }
+
+    #[test]
+    fn a_cancelled_streamed_pack_reads_nothing_and_writes_no_entry() {
+        let (tree, _, stream) = mixed();
+        let cancel = CancelFlag::default();
+        cancel.cancel();
+        let mut zip = ZipWriter::new(io::Cursor::new(Vec::new()));
+        let result = write_entries(&tree, stream.as_ref(), 1, &cancel, &mut zip);
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert_eq!(*stream.read.lock().expect("lock"), 0, "no byte of the stream was read");
+        let out = zip.finish().expect("finishes").into_inner();
+        assert!(!out.windows(4).any(|w| w == b"PK\x03\x04"), "no entry reached the output");
+    }
+
+    #[test]
+    fn cancelling_during_a_pass_stops_it_within_a_buffer() {
+        let files: Vec<File> =
+            (0..8).map(|i| (format!("f{i}"), Mode::Regular, noise(200_000, i + 1))).collect();
+        let order: Vec<usize> = (0..8).rev().collect();
+        let (bytes, offsets) = layout(&files, &order);
+        let total = bytes.len() as u64;
+        let mut stream = MemStream::new(bytes);
+        // Inside the first window's pass (the measure pass reads the whole stream first).
+        stream.cancel_after = total + 3 * 200_000;
+        let cancel = stream.cancel.clone();
+        let (tree, _, stream) = streamed(&files, &offsets, &[], stream);
+        let result = pack_streamed(&tree, 1, &cancel);
+        assert!(matches!(result, Err(Error::Cancelled)), "{:?}", result.map(|r| r.1));
+        let read = *stream.read.lock().expect("lock");
+        assert!(
+            read <= total + 3 * 200_000 + READ_BUFFER as u64,
+            "read {read} bytes, cancelled at {}",
+            total + 600_000
+        );
+    }
+
+    #[test]
+    fn a_stream_that_gives_other_bytes_on_a_later_pass_is_an_error_not_another_zip() {
+        // Stored noise: other bytes have the same compressed size, only the CRC tells them apart.
+        let stored: Vec<File> = vec![("noise.bin".into(), Mode::Regular, noise(100_000, 5))];
+        for (files, order, links) in [mixed_parts(), (stored, vec![0], Vec::new())] {
+            let (bytes, offsets) = layout(&files, &order);
+            let mut stream = MemStream::new(bytes);
+            stream.change_on = 2;
+            let (tree, _, _) = streamed(&files, &offsets, &links, stream);
+            match pack_streamed(&tree, u64::MAX, &CancelFlag::default()) {
+                Err(Error::Read { source, .. }) => assert_eq!(source.kind(), io::ErrorKind::InvalidData),
+                other => panic!("{:?}", other.map(|r| r.1)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_file_is_an_error() {
+        let files: Vec<File> = vec![("a".into(), Mode::Regular, b"0123456789".to_vec())];
+        let (tree, _, _) = streamed(&files, &[0], &[], MemStream::new(b"012345".to_vec()));
+        match pack_streamed(&tree, u64::MAX, &CancelFlag::default()) {
+            Err(Error::Read { source, .. }) => assert_eq!(source.kind(), io::ErrorKind::UnexpectedEof),
+            other => panic!("{:?}", other.map(|r| r.1)),
+        }
+    }
+
+    #[test]
+    fn overlapping_ranges_and_entries_outside_the_stream_are_refused() {
+        let files: Vec<File> = vec![
+            ("a".into(), Mode::Regular, b"0123456789".to_vec()),
+            ("b".into(), Mode::Regular, b"xyz".to_vec()),
+        ];
+        let (tree, _, _) = streamed(&files, &[0, 5], &[], MemStream::new(b"0123456789".to_vec()));
+        assert!(matches!(pack_streamed(&tree, u64::MAX, &CancelFlag::default()), Err(Error::Read { .. })));
+        let spooled = SourceTree::from_memory([("a", Mode::Regular, &b"x"[..])]).expect("a valid tree");
+        let mut zip = ZipWriter::new(io::Cursor::new(Vec::new()));
+        let result =
+            write_entries(&spooled, &MemStream::new(Vec::new()), u64::MAX, &CancelFlag::default(), &mut zip);
+        assert!(matches!(result, Err(Error::Read { .. })), "{result:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Any tree, in any stream order, with a hard link, in windows of any budget, packs to
+        /// the bytes of the same tree packed from memory.
+        #[test]
+        fn any_streamed_tree_packs_like_the_same_tree_in_memory(
+            files in prop::collection::vec((0usize..20_000, any::<bool>(), any::<bool>()), 1..12),
+            order in any::<u64>(),
+            budget in prop_oneof![Just(1u64), 1u64..50_000, Just(u64::MAX)],
+        ) {
+            let files: Vec<File> = files
+                .iter()
+                .enumerate()
+                .map(|(i, &(len, text, exec))| {
+                    let bytes = if text { b"def f(): return 1\n".repeat(len / 18 + 1)[..len].to_vec() } else { noise(len, i as u64 + 1) };
+                    (format!("d{}/f{i}", i % 3), if exec { Mode::Executable } else { Mode::Regular }, bytes)
+                })
+                .collect();
+            let mut shuffled: Vec<usize> = (0..files.len()).collect();
+            let mut x = order | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                shuffled.swap(i, usize::try_from(x % (i as u64 + 1)).expect("small"));
+            }
+            let links = vec![("link".to_owned(), shuffled[0])];
+            let (tree, memory, _) = trees(&files, &shuffled, &links);
+            let mut out = Vec::new();
+            pack_with_budget(&tree, &PackOptions::default(), budget, &mut out).expect("packs");
+            prop_assert_eq!(Sha256Hex::of_bytes(&out), Sha256Hex::of_bytes(&reference(&memory)));
         }
     }
 }

@@ -305,3 +305,74 @@ impl<R: Read> Read for Checked<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Write as _};
+
+    use super::*;
+
+    /// A zip with one stored and one deflated entry, and where each entry's data is.
+    fn zip_and_blobs() -> (Vec<u8>, Vec<ZipBlob>, Vec<Vec<u8>>) {
+        let contents = vec![b"stored bytes, as they are".to_vec(), b"deflated text ".repeat(1000)];
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (i, (data, method)) in
+            contents.iter().zip([CompressionMethod::Stored, CompressionMethod::Deflated]).enumerate()
+        {
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(method)
+                .last_modified_time(zip::DateTime::default());
+            writer.start_file(format!("f{i}"), options).expect("zip in memory");
+            writer.write_all(data).expect("zip in memory");
+        }
+        let bytes = writer.finish().expect("zip in memory").into_inner();
+        let mut archive = ZipArchive::new(Cursor::new(&bytes)).expect("a zip");
+        let blobs = (0..2)
+            .map(|i| {
+                let entry = archive.by_index(i).expect("an entry");
+                ZipBlob {
+                    data_start: entry.data_start().expect("read its local header"),
+                    compressed_size: entry.compressed_size(),
+                    deflated: entry.compression() == CompressionMethod::Deflated,
+                    crc32: entry.crc32(),
+                }
+            })
+            .collect();
+        (bytes, blobs, contents)
+    }
+
+    fn read(blobs: &ZipBlobs, id: u64, size: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        blobs.reader()?.open(id, size)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn zip_entries_are_inflated_from_the_upload_with_their_size_and_crc_checked() {
+        let (bytes, blobs, contents) = zip_and_blobs();
+        let upload = Spool::from_bytes(bytes);
+        let good = ZipBlobs::new(upload.clone(), blobs.clone());
+        for (id, data) in contents.iter().enumerate() {
+            assert_eq!(&read(&good, id as u64, data.len() as u64).expect("reads back"), data);
+        }
+        for (id, data) in contents.iter().enumerate() {
+            let len = data.len() as u64;
+            let kind = |r: io::Result<Vec<u8>>| r.expect_err("refused").kind();
+            assert_eq!(
+                kind(read(&good, id as u64, len + 1)),
+                io::ErrorKind::UnexpectedEof,
+                "entry {id} too short"
+            );
+            assert_eq!(
+                kind(read(&good, id as u64, len - 1)),
+                io::ErrorKind::InvalidData,
+                "entry {id} too long"
+            );
+            let mut bad_crc = blobs.clone();
+            bad_crc[id].crc32 ^= 1;
+            let bad = ZipBlobs::new(upload.clone(), bad_crc);
+            assert_eq!(kind(read(&bad, id as u64, len)), io::ErrorKind::InvalidData, "entry {id} CRC");
+        }
+        assert_eq!(read(&good, 2, 0).expect_err("no such entry").kind(), io::ErrorKind::NotFound);
+    }
+}
