@@ -63,7 +63,7 @@ use self::canonical::{Method, entry_options, method_for};
 
 /// Uncompressed bytes that may be in flight between the compressing threads and the writer.
 /// Together with one file larger than this, it bounds the packer's memory. A streamed tree
-/// (`stream`) holds at most this many compressed bytes per window, with the same exception.
+/// (`stream`) holds at most this many bytes of contents per window, with the same exception.
 const IN_FLIGHT_BUDGET: u64 = 32 * 1024 * 1024;
 
 /// Below this many bytes per extra thread, threads cost more than they save.
@@ -190,8 +190,8 @@ pub fn pack_into<W: Write>(tree: &SourceTree, options: &PackOptions, out: W) -> 
     pack_with_budget(tree, options, IN_FLIGHT_BUDGET, out)
 }
 
-/// [`pack_into`], with `budget` for the compressed bytes a streamed tree's windows hold (the
-/// tests pack small trees in many windows with it).
+/// [`pack_into`], with `budget` for the bytes a streamed tree's windows hold (the tests pack
+/// small trees in many windows with it).
 pub(crate) fn pack_with_budget<W: Write>(
     tree: &SourceTree,
     options: &PackOptions,
@@ -268,11 +268,11 @@ fn write_entries<W: Write + Seek>(
     zip: &mut ZipWriter<W>,
 ) -> Result<(), Error> {
     if let Contents::Stream(stream) = tree.contents() {
-        let passes = stream::write_entries(tree, stream.as_ref(), stream_budget, &options.cancel, zip)?;
+        let passes = stream::write_entries(tree, stream.as_ref(), stream_budget, options, zip)?;
         tracing::info!(
             stream.reads = passes.reads,
             stream.windows = passes.windows,
-            stream.peak_held_bytes = passes.peak_held,
+            stream.largest_window_bytes = passes.largest_window,
             "packed a streamed tree in passes over its stream"
         );
         return Ok(());
@@ -320,9 +320,20 @@ fn compress(
     buf: &mut [u8],
     cancel: &CancelFlag,
 ) -> Result<PreparedZipFile, Error> {
+    let content = reader.open(entry).map_err(|source| Error::Read { path: entry.path.clone(), source })?;
+    compress_from(content, entry, method, buf, cancel)
+}
+
+/// Compresses `content`, the bytes of `entry`, with `method`.
+fn compress_from(
+    mut reader: impl Read,
+    entry: &Entry,
+    method: Method,
+    buf: &mut [u8],
+    cancel: &CancelFlag,
+) -> Result<PreparedZipFile, Error> {
     let read_err = |source| Error::Read { path: entry.path.clone(), source };
     let mut builder = ZipFileBuilder::new(entry.path.as_str(), entry_options(entry.mode, method))?;
-    let mut reader = reader.open(entry).map_err(read_err)?;
     let mut total = 0u64;
     loop {
         // Between two buffers too, so one large file does not outlive its request by seconds.

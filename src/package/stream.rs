@@ -5,56 +5,55 @@
 //! way to a byte of it is to decompress everything before it. So the stream is read several
 //! times, each time from its start, and nothing is written anywhere but to the zip:
 //!
-//! 1. **Measure.** One pass compresses every range once and keeps only the result's size: it
-//!    decides each entry's method exactly as [`super::prepare`] does (deflate, stored when that
-//!    does not make it smaller) and how many bytes the entry will hold once compressed. Deflate's
-//!    output depends only on the bytes, not on the entry's name, so one measurement serves every
-//!    entry on a range (hard links and copies of symlinked files share one).
-//! 2. **Plan.** Consecutive entries in zip order are grouped into windows whose compressed bytes
-//!    fit in the budget. A window holds at least one entry: a file that compresses to more than
-//!    the budget is a window of its own, as the parallel packer holds one file over its budget.
-//! 3. **Pack.** One pass per window decompresses the stream up to the last range the window
-//!    needs and compresses only the window's entries (their methods are known: one read each),
-//!    holds them, then appends them to the zip in order and drops them.
+//! 1. **Plan.** Consecutive entries in zip order are grouped into windows whose contents add up
+//!    to at most the budget (the parallel packer's in-flight budget, 32 MiB). A file larger than
+//!    the budget is a window of its own.
+//! 2. **Read.** One pass per window decompresses the stream up to the last range the window
+//!    needs and copies the window's ranges (each once, however many entries share it: hard
+//!    links, copies of linked files) into one buffer, allocated once at its final size.
+//! 3. **Pack.** The window is then an ordinary tree over that buffer ([`Contents::Spool`]), and
+//!    the ordinary packer compresses and appends it: same code, same threads, same bytes. The
+//!    buffer is dropped before the next pass.
 //!
-//! The bytes are those of the other packers: same methods, same compressor, same order, and
-//! every entry is checked against its measurement (a stream that gave other bytes on another
-//! pass is an error, never a different zip). The cost is `2 + windows` reads of the stream (the
-//! decoder's, the measure pass, one per window) and two deflates of every byte, on the calling
-//! thread only: this path only runs when the disk is full, where a slower answer beats none.
-//! Memory: the window (at most the budget in compressed bytes, or one entry), one deflate state,
-//! one read buffer and, for a range that several entries of one window share, its raw bytes.
+//! A file larger than the budget is not buffered: it is compressed straight from the stream, and
+//! when deflate does not make it smaller (the store rule), read once more to be stored. It then
+//! costs what it costs the ordinary packer, one compressed copy.
+//!
+//! Every range read is checked against the CRC-32 the decoder computed when it read the same
+//! bytes, so a stream that gave other bytes on a later pass is an error, never another zip.
+//!
+//! The cost is one read of the stream per window (plus one per large stored file) besides the
+//! decoder's, and every byte is deflated once, as always. Memory: one window's contents (at most
+//! the budget) and what the ordinary packer holds while it compresses them (at most the budget
+//! again, plus one file), or one large file's compressed copy. Holding the windows' entries
+//! *compressed* instead, in the stream's order until their turn, would need fewer passes for
+//! compressible trees, but measured (`scripts/bench-memory`, tar.gz-full) it left the allocator's
+//! heap fragmented by thousands of small long-lived buffers between short-lived deflate states:
+//! 50 MiB of peak RSS for a 10 MB tree, 200 MiB for 250 MB, against the goal of 64 MiB plus the
+//! largest file. One buffer per window keeps the allocation pattern of the ordinary packer.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
 
+use flate2::Crc;
 use zip::ZipWriter;
-use zip::write::{PreparedZipFile, ZipFileBuilder};
+use zip::write::PreparedZipFile;
 
-use super::canonical::{Method, entry_options, method_for};
-use super::{CancelFlag, Content, Entry, Error, READ_BUFFER, SourceTree, StreamSource};
-
-/// What a prepared entry holds besides its compressed bytes (name, options, bookkeeping),
-/// counted against the budget with its path.
-const ENTRY_OVERHEAD: u64 = 128;
+use super::canonical::{Method, method_for};
+use super::{
+    CancelFlag, Content, Contents, Entry, Error, PackOptions, READ_BUFFER, SourceTree, Spool, StreamSource,
+    compress_from,
+};
 
 /// The bytes of one or more entries: `size` bytes at `offset` of the stream.
 #[derive(Debug)]
 struct Range {
     offset: u64,
     size: u64,
+    /// CRC-32 of the bytes, as the decoder read them.
+    crc32: u32,
     /// Indices of the tree's entries on this range, ascending.
     entries: Vec<usize>,
-}
-
-/// What the measure pass found out about a range.
-#[derive(Debug, Clone, Copy)]
-struct Measured {
-    method: Method,
-    /// Compressed bytes of one entry on the range, with that method.
-    compressed: u64,
-    /// CRC-32 of the range's bytes: a later pass must read the same.
-    crc32: u32,
 }
 
 /// How a streamed pack went: what the tests check the design against.
@@ -64,124 +63,108 @@ pub(super) struct Passes {
     pub(super) reads: u64,
     /// Windows the entries were packed in.
     pub(super) windows: u64,
-    /// Most compressed bytes held at once (entries of one window, with their overhead).
-    pub(super) peak_held: u64,
+    /// Most bytes of contents one window buffered (0 when every window was one large file).
+    pub(super) largest_window: u64,
 }
 
 /// Compresses the entries of `tree`, all [`Content::Streamed`] from `stream`, and appends them
-/// to `zip` in canonical order, holding at most `budget` compressed bytes (or one entry) at once.
+/// to `zip` in canonical order, buffering at most `budget` bytes of contents at once (or none,
+/// for a file larger than that).
 pub(super) fn write_entries<W: Write + Seek>(
     tree: &SourceTree,
     stream: &dyn StreamSource,
     budget: u64,
-    cancel: &CancelFlag,
+    options: &PackOptions,
     zip: &mut ZipWriter<W>,
 ) -> Result<Passes, Error> {
+    let cancel = &options.cancel;
     let entries = tree.entries();
     let (ranges, range_of) = ranges(entries)?;
-    let mut passes = Passes { reads: 0, windows: 0, peak_held: 0 };
+    let source = Passing { stream, entries, ranges: &ranges, cancel };
+    let mut passes = Passes { reads: 0, windows: 0, largest_window: 0 };
     let mut buf = vec![0u8; READ_BUFFER];
-
-    let mut measured = vec![Measured { method: Method::Store, compressed: 0, crc32: 0 }; ranges.len()];
-    let all: Vec<usize> = (0..ranges.len()).collect();
-    passes.reads += pass(stream, entries, &ranges, &all, &mut buf, cancel, |r, data, buf| {
-        let range = &ranges[r];
-        // `method_for(0, _)` is always `Store`: nothing to measure.
-        if range.size == 0 {
-            return Ok(());
-        }
-        let first = &entries[range.entries[0]];
-        let mut builder =
-            ZipFileBuilder::new(first.path.as_str(), entry_options(first.mode, Method::Deflate))?;
-        feed(data, &mut [&mut builder], buf, cancel, first)?;
-        let deflated = builder.finish()?;
-        let (method, compressed) = match method_for(deflated.uncompressed_size(), deflated.compressed_size())
-        {
-            Method::Deflate => (Method::Deflate, deflated.compressed_size()),
-            Method::Store => (Method::Store, range.size),
-        };
-        measured[r] = Measured { method, compressed, crc32: deflated.crc32() };
-        Ok(())
-    })?;
-
-    let cost =
-        |i: usize| measured[range_of[i]].compressed + entries[i].path.as_str().len() as u64 + ENTRY_OVERHEAD;
-    for window in windows(entries.len(), budget, cost) {
+    for window in windows(entries, budget) {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
         passes.windows += 1;
-        passes.peak_held = passes.peak_held.max(window.clone().map(cost).sum());
+        if window.len() == 1 && entries[window.start].size > budget {
+            let i = window.start;
+            passes.reads += write_large(&source, i, range_of[i], &mut buf, zip)?;
+            continue;
+        }
         let mut wanted: Vec<usize> = window.clone().map(|i| range_of[i]).collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let mut prepared: Vec<Option<PreparedZipFile>> = window.clone().map(|_| None).collect();
-        passes.reads += pass(stream, entries, &ranges, &wanted, &mut buf, cancel, |r, data, buf| {
-            let range = &ranges[r];
-            let here: Vec<usize> = range.entries.iter().copied().filter(|i| window.contains(i)).collect();
-            let Measured { method, compressed, crc32 } = measured[r];
-            let build = |i: usize, data: &mut dyn Read, buf: &mut [u8]| -> Result<PreparedZipFile, Error> {
-                let entry = &entries[i];
-                let mut builder =
-                    ZipFileBuilder::new(entry.path.as_str(), entry_options(entry.mode, method))?;
-                feed(data, &mut [&mut builder], buf, cancel, entry)?;
-                let file = builder.finish()?;
-                if file.uncompressed_size() != range.size
-                    || file.compressed_size() != compressed
-                    || file.crc32() != crc32
-                {
-                    return Err(Error::Read {
-                        path: entry.path.clone(),
-                        source: io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "the stream gave other bytes than on the pass that measured them",
-                        ),
-                    });
-                }
-                Ok(file)
-            };
-            if let [i] = here[..] {
-                prepared[i - window.start] = Some(build(i, data, buf)?);
-                return Ok(());
-            }
-            // Several entries of this window share the range (hard links, copies of a linked
-            // file): its raw bytes are read once and compressed once per entry.
-            let mut raw = Vec::with_capacity(usize::try_from(range.size).unwrap_or(0));
-            feed(data, &mut [&mut raw], buf, cancel, &entries[here[0]])?;
-            for i in here {
-                prepared[i - window.start] = Some(build(i, &mut &raw[..], buf)?);
-            }
-            Ok(())
+        let total: u64 = wanted.iter().map(|&r| ranges[r].size).sum();
+        passes.largest_window = passes.largest_window.max(total);
+        let mut contents = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        let mut at = BTreeMap::new();
+        passes.reads += source.pass(&wanted, &mut buf, |r, data, buf| {
+            at.insert(r, contents.len() as u64);
+            let crc = feed(data, &mut contents, buf, cancel, &entries[ranges[r].entries[0]])?;
+            check_crc(&ranges[r], crc, &entries[ranges[r].entries[0]])
         })?;
-        for file in prepared {
-            let file = file.ok_or_else(|| {
-                Error::Write(io::Error::other("a window's entry was not read from the stream"))
-            })?;
-            zip.add_prepared_file(file)?;
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-        }
+        let window_entries = window
+            .clone()
+            .map(|i| Entry { content: Content::Spooled { offset: at[&range_of[i]] }, ..entries[i].clone() })
+            .collect();
+        let window_tree = SourceTree::new(window_entries, Contents::Spool(Spool::from_bytes(contents)))
+            .map_err(|e| Error::Write(io::Error::other(e)))?;
+        super::write_entries(&window_tree, options, budget, zip)?;
     }
     Ok(passes)
+}
+
+/// Compresses entry `i` (on range `r`), a file larger than the budget, straight from the
+/// stream, and reads it once more to store it when deflate does not make it smaller. Returns the
+/// reads of the stream.
+fn write_large<W: Write + Seek>(
+    source: &Passing<'_>,
+    i: usize,
+    r: usize,
+    buf: &mut [u8],
+    zip: &mut ZipWriter<W>,
+) -> Result<u64, Error> {
+    let (entry, cancel) = (&source.entries[i], source.cancel);
+    let compress = |method, buf: &mut [u8]| -> Result<(u64, PreparedZipFile), Error> {
+        let mut file = None;
+        let reads = source.pass(&[r], buf, |_, data, buf| {
+            file = Some(compress_from(data, entry, method, buf, cancel)?);
+            Ok(())
+        })?;
+        let file =
+            file.ok_or_else(|| Error::Write(io::Error::other("a range of the stream was not read")))?;
+        Ok((reads, file))
+    };
+    let (mut reads, mut file) = compress(Method::Deflate, buf)?;
+    if method_for(file.uncompressed_size(), file.compressed_size()) == Method::Store {
+        // Freed first, as the ordinary packer does: a large incompressible file is held once.
+        drop(file);
+        let (again, stored) = compress(Method::Store, buf)?;
+        (reads, file) = (reads + again, stored);
+    }
+    check_crc(&source.ranges[r], file.crc32(), entry)?;
+    zip.add_prepared_file(file)?;
+    Ok(reads)
 }
 
 /// The tree's ranges in stream order, and the range of each entry.
 fn ranges(entries: &[Entry]) -> Result<(Vec<Range>, Vec<usize>), Error> {
     let mut by_offset: BTreeMap<u64, Range> = BTreeMap::new();
     for (i, entry) in entries.iter().enumerate() {
-        let Content::Streamed { offset } = entry.content else {
+        let Content::Streamed { offset, crc32 } = entry.content else {
             return Err(Error::Read {
                 path: entry.path.clone(),
                 source: io::Error::other("an entry of a streamed tree that is not in the stream"),
             });
         };
         let range =
-            by_offset.entry(offset).or_insert(Range { offset, size: entry.size, entries: Vec::new() });
-        if range.size != entry.size {
+            by_offset.entry(offset).or_insert(Range { offset, size: entry.size, crc32, entries: Vec::new() });
+        if range.size != entry.size || range.crc32 != crc32 {
             return Err(Error::Read {
                 path: entry.path.clone(),
-                source: io::Error::other("two entries of different sizes at one offset of the stream"),
+                source: io::Error::other("two entries with different bytes at one offset of the stream"),
             });
         }
         range.entries.push(i);
@@ -204,83 +187,100 @@ fn ranges(entries: &[Entry]) -> Result<(Vec<Range>, Vec<usize>), Error> {
     Ok((ranges, range_of))
 }
 
-/// Consecutive runs of `0..count` whose costs add up to at most `budget`; a run whose first
-/// entry alone costs more holds only that entry.
-fn windows(count: usize, budget: u64, cost: impl Fn(usize) -> u64) -> Vec<std::ops::Range<usize>> {
+/// Consecutive runs of the entries whose sizes add up to at most `budget`; a run whose first
+/// entry alone is larger holds only that entry.
+fn windows(entries: &[Entry], budget: u64) -> Vec<std::ops::Range<usize>> {
     let mut windows = Vec::new();
     let (mut start, mut held) = (0, 0u64);
-    for i in 0..count {
-        let c = cost(i);
-        if i > start && held.saturating_add(c) > budget {
+    for (i, entry) in entries.iter().enumerate() {
+        if i > start && held.saturating_add(entry.size) > budget {
             windows.push(start..i);
             (start, held) = (i, 0);
         }
-        held = held.saturating_add(c);
+        held = held.saturating_add(entry.size);
     }
-    if start < count {
-        windows.push(start..count);
+    if start < entries.len() {
+        windows.push(start..entries.len());
     }
     windows
 }
 
-/// Reads the stream once, from its start, up to the end of the last of `wanted` (range indices,
-/// ascending): skips to each of them and hands `visit` a reader of exactly its bytes (which
-/// `visit` must read to the end). Returns how many times the stream was opened (0 when every
-/// wanted range is empty).
-fn pass(
-    stream: &dyn StreamSource,
-    entries: &[Entry],
-    ranges: &[Range],
-    wanted: &[usize],
-    buf: &mut [u8],
-    cancel: &CancelFlag,
-    mut visit: impl FnMut(usize, &mut dyn Read, &mut [u8]) -> Result<(), Error>,
-) -> Result<u64, Error> {
-    let mut input: Option<(Box<dyn Read + '_>, u64)> = None;
-    for &r in wanted {
-        let range = &ranges[r];
-        let first = &entries[range.entries[0]];
-        let read_err = |source: io::Error| {
-            if cancel.is_cancelled() {
-                Error::Cancelled
-            } else {
-                Error::Read { path: first.path.clone(), source }
-            }
-        };
-        if range.size == 0 {
-            visit(r, &mut io::empty(), buf)?;
-            continue;
-        }
-        let (reader, pos) = match &mut input {
-            Some(open) => open,
-            None => input.insert((stream.open().map_err(read_err)?, 0)),
-        };
-        while *pos < range.offset {
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let want = buf.len().min(usize::try_from(range.offset - *pos).unwrap_or(usize::MAX));
-            match reader.read(&mut buf[..want]) {
-                Ok(0) => return Err(read_err(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => *pos += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_err(e)),
-            }
-        }
-        let mut data = Exactly { inner: reader, left: range.size };
-        visit(r, &mut data, buf).map_err(|e| match e {
-            Error::Read { source, .. } if cancel.is_cancelled() => {
-                drop(source);
-                Error::Cancelled
-            }
-            other => other,
-        })?;
-        if data.left != 0 {
-            return Err(Error::Write(io::Error::other("a range of the stream was not read to its end")));
-        }
-        *pos += range.size;
+fn check_crc(range: &Range, crc32: u32, entry: &Entry) -> Result<(), Error> {
+    if crc32 != range.crc32 {
+        return Err(Error::Read {
+            path: entry.path.clone(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the stream gave other bytes than the decoder read",
+            ),
+        });
     }
-    Ok(u64::from(input.is_some()))
+    Ok(())
+}
+
+/// A streamed tree's stream, entries and ranges, read in passes.
+struct Passing<'a> {
+    stream: &'a dyn StreamSource,
+    entries: &'a [Entry],
+    ranges: &'a [Range],
+    cancel: &'a CancelFlag,
+}
+
+impl Passing<'_> {
+    /// Reads the stream once, from its start, up to the end of the last of `wanted` (range
+    /// indices, ascending): skips to each of them and hands `visit` a reader of exactly its
+    /// bytes (which `visit` must read to the end). Returns how many times the stream was opened
+    /// (0 when every wanted range is empty).
+    fn pass(
+        &self,
+        wanted: &[usize],
+        buf: &mut [u8],
+        mut visit: impl FnMut(usize, &mut dyn Read, &mut [u8]) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        let cancel = self.cancel;
+        let mut input: Option<(Box<dyn Read + '_>, u64)> = None;
+        for &r in wanted {
+            let range = &self.ranges[r];
+            let first = &self.entries[range.entries[0]];
+            let read_err = |source: io::Error| {
+                if cancel.is_cancelled() {
+                    Error::Cancelled
+                } else {
+                    Error::Read { path: first.path.clone(), source }
+                }
+            };
+            if range.size == 0 {
+                visit(r, &mut io::empty(), buf)?;
+                continue;
+            }
+            let (reader, pos) = match &mut input {
+                Some(open) => open,
+                None => input.insert((self.stream.open().map_err(read_err)?, 0)),
+            };
+            while *pos < range.offset {
+                if cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let want = buf.len().min(usize::try_from(range.offset - *pos).unwrap_or(usize::MAX));
+                match reader.read(&mut buf[..want]) {
+                    Ok(0) => return Err(read_err(io::ErrorKind::UnexpectedEof.into())),
+                    Ok(n) => *pos += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(read_err(e)),
+                }
+            }
+            let mut data = Exactly { inner: reader, left: range.size };
+            visit(r, &mut data, buf).map_err(|e| match e {
+                Error::Read { .. } if cancel.is_cancelled() => Error::Cancelled,
+                other => other,
+            })?;
+            if data.left != 0 {
+                return Err(Error::Write(io::Error::other("a range of the stream was not read to its end")));
+            }
+            *pos += range.size;
+        }
+        Ok(u64::from(input.is_some()))
+    }
 }
 
 /// Exactly `left` bytes of the stream: ends there, and fails if the stream ends first.
@@ -304,27 +304,27 @@ impl<R: Read + ?Sized> Read for Exactly<'_, R> {
     }
 }
 
-/// Copies all of `data` into every sink, checking `cancel` before every buffer.
+/// Appends all of `data` to `out`, checking `cancel` before every buffer; returns its CRC-32.
 fn feed(
     data: &mut dyn Read,
-    sinks: &mut [&mut dyn Write],
+    out: &mut Vec<u8>,
     buf: &mut [u8],
     cancel: &CancelFlag,
     entry: &Entry,
-) -> Result<(), Error> {
+) -> Result<u32, Error> {
+    let mut crc = Crc::new();
     loop {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let n = match data.read(buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(crc.sum()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => return Err(Error::Read { path: entry.path.clone(), source }),
         };
-        for sink in sinks.iter_mut() {
-            sink.write_all(&buf[..n]).map_err(Error::Write)?;
-        }
+        crc.update(&buf[..n]);
+        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -425,7 +425,7 @@ mod tests {
             path: EntryPath::new(path).expect("a valid path"),
             mode,
             size: files[i].2.len() as u64,
-            content: Content::Streamed { offset: offsets[i] },
+            content: Content::Streamed { offset: offsets[i], crc32: crc32(&files[i].2) },
         };
         let mut entries: Vec<Entry> =
             files.iter().enumerate().map(|(i, (p, m, _))| entry(p, *m, i)).collect();
@@ -445,6 +445,12 @@ mod tests {
     ) -> (SourceTree, SourceTree, Arc<MemStream>) {
         let (bytes, offsets) = layout(files, order);
         streamed(files, &offsets, links, MemStream::new(bytes))
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = Crc::new();
+        crc.update(bytes);
+        crc.sum()
     }
 
     fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -485,8 +491,20 @@ mod tests {
     ) -> Result<(Vec<u8>, Passes), Error> {
         let Contents::Stream(stream) = tree.contents() else { panic!("a streamed tree") };
         let mut zip = ZipWriter::new(io::Cursor::new(Vec::new()));
-        let passes = write_entries(tree, stream.as_ref(), budget, cancel, &mut zip)?;
+        let options = PackOptions { cancel: cancel.clone(), ..PackOptions::default() };
+        let passes = write_entries(tree, stream.as_ref(), budget, &options, &mut zip)?;
         Ok((zip.finish().expect("finishes").into_inner(), passes))
+    }
+
+    /// Entries of a zip that are stored although they are not empty.
+    fn stored_files(zip: &[u8]) -> u64 {
+        let mut archive = zip::ZipArchive::new(io::Cursor::new(zip)).expect("a zip");
+        (0..archive.len())
+            .filter(|&i| {
+                let entry = archive.by_index_raw(i).expect("an entry");
+                entry.size() > 0 && entry.compression() == zip::CompressionMethod::Stored
+            })
+            .count() as u64
     }
 
     fn reference(tree: &SourceTree) -> Vec<u8> {
@@ -507,30 +525,30 @@ mod tests {
     }
 
     #[test]
-    fn windows_hold_at_most_the_budget_or_one_entry_and_each_costs_one_read() {
-        let entries = mixed().0.entries().len() as u64;
-        // Everything in one window: the measure pass and one packing pass.
-        let (tree, _, stream) = mixed();
+    fn each_window_buffers_at_most_the_budget_and_costs_one_read() {
+        let (tree, memory, stream) = mixed();
+        let entries = tree.entries();
+        // Everything in one window: one read.
         let (_, all) = pack_streamed(&tree, u64::MAX, &CancelFlag::default()).expect("packs");
-        assert_eq!((all.reads, all.windows), (2, 1));
-        assert_eq!(stream.opens.load(Ordering::Relaxed), all.reads, "every read is counted");
-        // A budget below every entry: one entry per window, and the empty file's reads nothing.
+        assert_eq!((all.reads, all.windows), (1, 1));
+        assert_eq!(stream.opens.load(Ordering::Relaxed), 1, "every read is counted");
+        let distinct: u64 = entries.iter().map(|e| e.size).sum::<u64>() - 33_000 - 300_000;
+        assert_eq!(all.largest_window, distinct, "a range two entries share is buffered once");
+        // Between: every window buffers at most the budget, or is one larger file, unbuffered.
+        for budget in [50_000, 400_000, 1_100_000] {
+            let (_, passes) = pack_streamed(&mixed().0, budget, &CancelFlag::default()).expect("packs");
+            assert!(passes.largest_window <= budget, "{budget}: {passes:?}");
+            assert!(passes.windows > 1 && passes.windows < entries.len() as u64, "{budget}: {passes:?}");
+        }
+        // A budget below every file: each is compressed straight from the stream, one read, and
+        // read once more if it is stored; the empty file reads nothing.
         let (tree, _, stream) = mixed();
         let (_, one) = pack_streamed(&tree, 1, &CancelFlag::default()).expect("packs");
-        assert_eq!(one.windows, entries);
-        assert_eq!(one.reads, 1 + (entries - 1), "the measure pass, then one read per non-empty window");
+        let nonempty = entries.iter().filter(|e| e.size > 0).count() as u64;
+        assert_eq!(one.windows, entries.len() as u64);
+        assert_eq!(one.reads, nonempty + stored_files(&reference(&memory)), "{one:?}");
         assert_eq!(stream.opens.load(Ordering::Relaxed), one.reads, "every read is counted");
-        let largest = one.peak_held;
-        assert!(
-            (300_000..310_000).contains(&largest),
-            "the noise file is stored, and the largest: {largest}"
-        );
-        // In between, a window holds at most the budget, unless it is one entry.
-        for budget in [50_000, 200_000, 400_000] {
-            let (_, passes) = pack_streamed(&mixed().0, budget, &CancelFlag::default()).expect("packs");
-            assert!(passes.peak_held <= budget.max(largest), "{budget}: {passes:?}");
-            assert!(passes.windows > 1 && passes.windows < entries, "{budget}: {passes:?}");
-        }
+        assert_eq!(one.largest_window, 0, "nothing was buffered");
     }
 
     #[test]
@@ -538,48 +556,44 @@ mod tests {
         let (tree, _, stream) = mixed();
         let cancel = CancelFlag::default();
         cancel.cancel();
-        let mut zip = ZipWriter::new(io::Cursor::new(Vec::new()));
-        let result = write_entries(&tree, stream.as_ref(), 1, &cancel, &mut zip);
-        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        let result = pack_streamed(&tree, 1, &cancel);
+        assert!(matches!(result, Err(Error::Cancelled)), "{:?}", result.map(|r| r.1));
         assert_eq!(*stream.read.lock().expect("lock"), 0, "no byte of the stream was read");
-        let out = zip.finish().expect("finishes").into_inner();
-        assert!(!out.windows(4).any(|w| w == b"PK\x03\x04"), "no entry reached the output");
     }
 
     #[test]
     fn cancelling_during_a_pass_stops_it_within_a_buffer() {
         let files: Vec<File> =
             (0..8).map(|i| (format!("f{i}"), Mode::Regular, noise(200_000, i + 1))).collect();
+        // f0, the first in zip order, is the last in the stream: the first pass skips the rest.
         let order: Vec<usize> = (0..8).rev().collect();
         let (bytes, offsets) = layout(&files, &order);
-        let total = bytes.len() as u64;
-        let mut stream = MemStream::new(bytes);
-        // Inside the first window's pass (the measure pass reads the whole stream first).
-        stream.cancel_after = total + 3 * 200_000;
-        let cancel = stream.cancel.clone();
-        let (tree, _, stream) = streamed(&files, &offsets, &[], stream);
-        let result = pack_streamed(&tree, 1, &cancel);
-        assert!(matches!(result, Err(Error::Cancelled)), "{:?}", result.map(|r| r.1));
-        let read = *stream.read.lock().expect("lock");
-        assert!(
-            read <= total + 3 * 200_000 + READ_BUFFER as u64,
-            "read {read} bytes, cancelled at {}",
-            total + 600_000
-        );
+        for budget in [1, u64::MAX] {
+            let mut stream = MemStream::new(bytes.clone());
+            stream.cancel_after = 3 * 200_000;
+            let cancel = stream.cancel.clone();
+            let (tree, _, stream) = streamed(&files, &offsets, &[], stream);
+            let result = pack_streamed(&tree, budget, &cancel);
+            assert!(matches!(result, Err(Error::Cancelled)), "{budget}: {:?}", result.map(|r| r.1));
+            let read = *stream.read.lock().expect("lock");
+            assert!(read <= 3 * 200_000 + 4096, "{budget}: read {read} bytes, cancelled at 600,000");
+        }
     }
 
     #[test]
-    fn a_stream_that_gives_other_bytes_on_a_later_pass_is_an_error_not_another_zip() {
+    fn a_stream_that_gives_other_bytes_than_the_decoder_read_is_an_error_not_another_zip() {
         // Stored noise: other bytes have the same compressed size, only the CRC tells them apart.
         let stored: Vec<File> = vec![("noise.bin".into(), Mode::Regular, noise(100_000, 5))];
         for (files, order, links) in [mixed_parts(), (stored, vec![0], Vec::new())] {
-            let (bytes, offsets) = layout(&files, &order);
-            let mut stream = MemStream::new(bytes);
-            stream.change_on = 2;
-            let (tree, _, _) = streamed(&files, &offsets, &links, stream);
-            match pack_streamed(&tree, u64::MAX, &CancelFlag::default()) {
-                Err(Error::Read { source, .. }) => assert_eq!(source.kind(), io::ErrorKind::InvalidData),
-                other => panic!("{:?}", other.map(|r| r.1)),
+            for budget in [1, u64::MAX] {
+                let (bytes, offsets) = layout(&files, &order);
+                let mut stream = MemStream::new(bytes);
+                stream.change_on = 1;
+                let (tree, _, _) = streamed(&files, &offsets, &links, stream);
+                match pack_streamed(&tree, budget, &CancelFlag::default()) {
+                    Err(Error::Read { source, .. }) => assert_eq!(source.kind(), io::ErrorKind::InvalidData),
+                    other => panic!("{budget}: {:?}", other.map(|r| r.1)),
+                }
             }
         }
     }
@@ -604,8 +618,8 @@ mod tests {
         assert!(matches!(pack_streamed(&tree, u64::MAX, &CancelFlag::default()), Err(Error::Read { .. })));
         let spooled = SourceTree::from_memory([("a", Mode::Regular, &b"x"[..])]).expect("a valid tree");
         let mut zip = ZipWriter::new(io::Cursor::new(Vec::new()));
-        let result =
-            write_entries(&spooled, &MemStream::new(Vec::new()), u64::MAX, &CancelFlag::default(), &mut zip);
+        let stream = MemStream::new(Vec::new());
+        let result = write_entries(&spooled, &stream, u64::MAX, &PackOptions::default(), &mut zip);
         assert!(matches!(result, Err(Error::Read { .. })), "{result:?}");
     }
 

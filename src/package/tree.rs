@@ -189,6 +189,8 @@ pub enum Content {
     Streamed {
         /// Byte offset in the stream.
         offset: u64,
+        /// CRC-32 of the bytes, as the decoder read them: every later read must give the same.
+        crc32: u32,
     },
 }
 
@@ -210,12 +212,6 @@ pub enum Contents {
     Blobs(Arc<dyn BlobSource>),
     /// [`Content::Streamed`] entries.
     Stream(Arc<dyn StreamSource>),
-}
-
-impl From<Option<Spool>> for Contents {
-    fn from(spool: Option<Spool>) -> Self {
-        spool.map_or(Self::None, Self::Spool)
-    }
 }
 
 /// Objects opened by id at packing time ([`Content::Blob`]).
@@ -240,9 +236,9 @@ pub trait BlobReader {
 /// inside a tar.gz upload, decompressed again on every read.
 ///
 /// The packer reads it in passes (`package::stream`): each pass decompresses it from the start
-/// and compresses only the next window of entries in zip order, so that what it holds stays
-/// within the packer's memory budget and nothing is written to disk. The source applies the
-/// same guards on every pass as the decoder did (size and ratio caps, the request's cancel flag).
+/// and reads only the next window of entries in zip order, so that what it holds stays within
+/// the packer's memory budget and nothing is written to disk. The source applies the same
+/// guards on every pass as the decoder did (size and ratio caps, the request's cancel flag).
 pub trait StreamSource: fmt::Debug + Send + Sync {
     /// The stream from its first byte; every call starts over.
     fn open(&self) -> io::Result<Box<dyn Read + '_>>;

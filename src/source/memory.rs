@@ -45,11 +45,13 @@ enum Stash {
     Zip { upload: Spool, blobs: Vec<ZipBlob> },
 }
 
-/// A file's bytes: `size` of them at `at`, an offset or a blob index depending on the [`Stash`].
+/// A file's bytes: `size` of them at `at`, an offset or a blob index depending on the [`Stash`]
+/// (and, left in a stream, their CRC-32, which every later read is checked against).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stored {
     at: u64,
     size: u64,
+    crc32: u32,
 }
 
 #[derive(Debug)]
@@ -202,16 +204,19 @@ impl MemNamespace {
                     return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
                 }
                 let mut data = data.take(size);
-                let at = match (&mut self.stash, found) {
-                    (Stash::Spool(spool), _) => super::copy_into(spool, &mut data, size)?,
-                    (Stash::Upload(_) | Stash::Stream(_), Found::TarOffset(offset)) => {
-                        super::skip_exactly(&mut data, size)?;
-                        offset
+                let (at, crc32) = match (&mut self.stash, found) {
+                    (Stash::Spool(spool), _) => (super::copy_into(spool, &mut data, size)?, 0),
+                    (Stash::Upload(_), Found::TarOffset(offset)) => {
+                        super::skip_exactly(&mut data, size, false)?;
+                        (offset, 0)
+                    }
+                    (Stash::Stream(_), Found::TarOffset(offset)) => {
+                        (offset, super::skip_exactly(&mut data, size, true)?)
                     }
                     (Stash::Zip { blobs, .. }, Found::ZipEntry(blob)) => {
-                        super::skip_exactly(&mut data, size)?;
+                        super::skip_exactly(&mut data, size, false)?;
                         blobs.push(blob);
-                        blobs.len() as u64 - 1
+                        (blobs.len() as u64 - 1, 0)
                     }
                     _ => {
                         return Err(Error::Io(std::io::Error::other(
@@ -219,7 +224,7 @@ impl MemNamespace {
                         )));
                     }
                 };
-                MemNode::File { executable, bytes: Stored { at, size } }
+                MemNode::File { executable, bytes: Stored { at, size, crc32 } }
             }
         };
         let mut dir = &mut self.root;
@@ -294,7 +299,7 @@ impl Namespace for MemNamespace {
     fn materialize(&mut self, blob: &Stored, _path: &EntryPath) -> Result<(Content, u64), Error> {
         let content = match self.stash {
             Stash::Spool(_) | Stash::Upload(_) => Content::Spooled { offset: blob.at },
-            Stash::Stream(_) => Content::Streamed { offset: blob.at },
+            Stash::Stream(_) => Content::Streamed { offset: blob.at, crc32: blob.crc32 },
             Stash::Zip { .. } => Content::Blob { id: blob.at },
         };
         Ok((content, blob.size))

@@ -490,31 +490,22 @@ pub fn from_archive(
     let mut head = Vec::with_capacity(512);
     upload.reader().and_then(|r| r.take(512).read_to_end(&mut head)).map_err(Error::io)?;
     let format = detect(&head)?;
-    let tree = match format {
-        SourceFormat::TarGz => {
-            match decode(&upload, format, GzContents::Spool(spool_dir), &selector, limits, cancel) {
-                Err(Error::StorageFull(e)) => {
-                    tracing::warn!(
-                        error = %e,
-                        "no room to spool the tar.gz contents: packing them from the upload, in passes"
-                    );
-                    decode(&upload, format, GzContents::Stream, &selector, limits, cancel)?
-                }
-                other => other?,
-            }
-        }
-        SourceFormat::Tar | SourceFormat::Zip => {
+    // Only a tar.gz writes anything (its spool), so only a tar.gz can find the disk full here.
+    let tree = match decode(&upload, format, GzContents::Spool(spool_dir), &selector, limits, cancel) {
+        Err(Error::StorageFull(e)) if format == SourceFormat::TarGz => {
+            tracing::warn!(
+                error = %e,
+                "no room to spool the tar.gz contents: packing them from the upload, in passes"
+            );
             decode(&upload, format, GzContents::Stream, &selector, limits, cancel)?
         }
-        SourceFormat::Directory | SourceFormat::Git => {
-            return Err(Error::UnsupportedFormat("not an archive"));
-        }
+        other => other?,
     };
     Ok((format, tree))
 }
 
 /// Where [`decode`] leaves a tar.gz's decompressed contents (other archives leave theirs in the
-/// upload).
+/// upload, whatever this says).
 #[derive(Debug, Clone, Copy)]
 enum GzContents<'a> {
     /// Copied into a spool, which rolls over to a temp file in this directory.
@@ -669,21 +660,26 @@ fn read_input(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, Error> {
 }
 
 /// Reads exactly `expected` bytes of an input stream and drops them: a member whose bytes stay
-/// where they are, but whose length must be proven (a truncated archive is an error).
-fn skip_exactly(r: &mut impl Read, expected: u64) -> Result<(), Error> {
+/// where they are, but whose length must be proven (a truncated archive is an error). With
+/// `crc`, returns their CRC-32 (else 0): what a later read of the same bytes is checked against.
+fn skip_exactly(r: &mut impl Read, expected: u64, crc: bool) -> Result<u32, Error> {
     let mut buf = vec![0u8; usize::try_from(expected.clamp(1, 64 * 1024)).unwrap_or(1)];
     let mut total = 0u64;
+    let mut sum = crc.then(flate2::Crc::new);
     loop {
         let n = read_input(r, &mut buf)?;
         if n == 0 {
             break;
+        }
+        if let Some(sum) = &mut sum {
+            sum.update(&buf[..n]);
         }
         total += n as u64;
     }
     if total != expected {
         return Err(Error::Corrupt(format!("a member is truncated ({total} of {expected} bytes)")));
     }
-    Ok(())
+    Ok(sum.map_or(0, |s| s.sum()))
 }
 
 /// Copies exactly `expected` bytes of an input stream into the spool; returns their offset.
