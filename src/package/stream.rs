@@ -12,8 +12,10 @@
 //!    needs and copies the window's ranges (each once, however many entries share it: hard
 //!    links, copies of linked files) into one buffer, allocated once at its final size.
 //! 3. **Pack.** The window is then an ordinary tree over that buffer ([`Contents::Spool`]), and
-//!    the ordinary packer compresses and appends it: same code, same threads, same bytes. The
-//!    buffer is dropped before the next pass.
+//!    the ordinary packer compresses and appends it: same code, same bytes. It runs on the
+//!    calling thread (`pack.threads` does not apply here), because the window takes the place of
+//!    the parallel packer's in-flight budget: on one thread the packer holds nothing but the
+//!    entry it compresses. The buffer is dropped before the next pass.
 //!
 //! A file larger than the budget is not buffered: it is compressed straight from the stream, and
 //! when deflate does not make it smaller (the store rule), read once more to be stored. It then
@@ -23,9 +25,9 @@
 //! bytes, so a stream that gave other bytes on a later pass is an error, never another zip.
 //!
 //! The cost is one read of the stream per window (plus one per large stored file) besides the
-//! decoder's, and every byte is deflated once, as always. Memory: one window's contents (at most
-//! the budget) and what the ordinary packer holds while it compresses them (at most the budget
-//! again, plus one file), or one large file's compressed copy. Holding the windows' entries
+//! decoder's, and every byte is deflated once, as always, on one thread. Memory: one window's
+//! contents (at most the budget) and one entry being compressed, or one large file's compressed
+//! copy: the ordinary packer's bound (its budget plus one file). Holding the windows' entries
 //! *compressed* instead, in the stream's order until their turn, would need fewer passes for
 //! compressible trees, but measured (`scripts/bench-memory`, tar.gz-full) it left the allocator's
 //! heap fragmented by thousands of small long-lived buffers between short-lived deflate states:
@@ -34,6 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
+use std::num::NonZeroUsize;
 
 use flate2::Crc;
 use zip::ZipWriter;
@@ -83,22 +86,37 @@ pub(super) fn write_entries<W: Write + Seek>(
     let source = Passing { stream, entries, ranges: &ranges, cancel };
     let mut passes = Passes { reads: 0, windows: 0, largest_window: 0 };
     let mut buf = vec![0u8; READ_BUFFER];
-    for window in windows(entries, budget) {
+    // Each window's ranges, each once, in stream order (none for a large file's window).
+    let plan: Vec<(std::ops::Range<usize>, Vec<usize>)> = windows(entries, budget)
+        .into_iter()
+        .map(|window| {
+            if window.len() == 1 && entries[window.start].size > budget {
+                return (window, Vec::new());
+            }
+            let mut wanted: Vec<usize> = window.clone().map(|i| range_of[i]).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            (window, wanted)
+        })
+        .collect();
+    let size = |wanted: &[usize]| wanted.iter().map(|&r| ranges[r].size).sum::<u64>();
+    passes.largest_window = plan.iter().map(|(_, wanted)| size(wanted)).max().unwrap_or(0);
+    // One buffer for every window, allocated once: allocating and freeing one per window lets
+    // glibc's malloc keep up to 64 MiB of freed heap (its mmap threshold rises to the size of a
+    // freed large block), measured at 100 MiB of peak RSS instead of 58 MiB for a 250 MB tree.
+    let mut contents = Vec::with_capacity(usize::try_from(passes.largest_window).unwrap_or(0));
+    for (window, wanted) in plan {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
         passes.windows += 1;
-        if window.len() == 1 && entries[window.start].size > budget {
+        if wanted.is_empty() {
+            // A file larger than the budget, alone in its window.
             let i = window.start;
             passes.reads += write_large(&source, i, range_of[i], &mut buf, zip)?;
             continue;
         }
-        let mut wanted: Vec<usize> = window.clone().map(|i| range_of[i]).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let total: u64 = wanted.iter().map(|&r| ranges[r].size).sum();
-        passes.largest_window = passes.largest_window.max(total);
-        let mut contents = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        contents.clear();
         let mut at = BTreeMap::new();
         passes.reads += source.pass(&wanted, &mut buf, |r, data, buf| {
             at.insert(r, contents.len() as u64);
@@ -109,9 +127,16 @@ pub(super) fn write_entries<W: Write + Seek>(
             .clone()
             .map(|i| Entry { content: Content::Spooled { offset: at[&range_of[i]] }, ..entries[i].clone() })
             .collect();
-        let window_tree = SourceTree::new(window_entries, Contents::Spool(Spool::from_bytes(contents)))
+        let spool = Spool::from_bytes(std::mem::take(&mut contents));
+        let window_tree = SourceTree::new(window_entries, Contents::Spool(spool))
             .map_err(|e| Error::Write(io::Error::other(e)))?;
-        super::write_entries(&window_tree, options, budget, zip)?;
+        // One thread: the window already takes the place of the in-flight budget, and the
+        // ordinary packer on one thread holds nothing but the entry it compresses.
+        let sequential = PackOptions { threads: NonZeroUsize::MIN, cancel: cancel.clone() };
+        super::write_entries(&window_tree, &sequential, budget, zip)?;
+        if let Contents::Spool(spool) = window_tree.into_contents() {
+            contents = spool.into_bytes().unwrap_or_default();
+        }
     }
     Ok(passes)
 }

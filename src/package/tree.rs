@@ -352,6 +352,14 @@ impl Spool {
     pub fn is_on_disk(&self) -> bool {
         matches!(&*self.0, SpoolData::File(_))
     }
+
+    /// The buffer of a spool in memory that nothing else shares, to be used again.
+    pub(crate) fn into_bytes(self) -> Option<Vec<u8>> {
+        match Arc::try_unwrap(self.0) {
+            Ok(SpoolData::Memory(bytes)) => Some(bytes),
+            Ok(SpoolData::File(_)) | Err(_) => None,
+        }
+    }
 }
 
 /// Reads a [`Spool`] sequentially, with seeks: what decoders that want `Read + Seek` get.
@@ -556,6 +564,11 @@ impl SourceTree {
     /// Where the bytes of entries that are not files on disk are.
     pub fn contents(&self) -> &Contents {
         &self.contents
+    }
+
+    /// The tree's contents, the tree dropped.
+    pub(crate) fn into_contents(self) -> Contents {
+        self.contents
     }
 
     /// Sum of all file sizes.
