@@ -233,8 +233,8 @@ fn a_repost_on_a_full_disk_is_answered_from_the_store_and_a_new_package_is_507()
 
 /// A tar.gz of `files` files of 8 KiB, 100 MiB of contents in all: each file 64 bytes of its
 /// own and a block that all of them share. gzip finds the block again in the previous file (a
-/// 2.6 MB upload), the canonical zip cannot (each entry is compressed on its own: 100 MiB,
-/// stored), so its zip is several times the packer's 32 MiB window.
+/// 1.5 MB upload), the canonical zip cannot (each entry is compressed on its own: 100 MiB,
+/// stored), so its contents and its zip are several times the packer's 32 MiB window.
 fn repetitive_tar_gz(files: usize) -> Vec<u8> {
     let shared = noise(8192 - 64, 11);
     let members: Vec<Member> = (0..files)
@@ -280,9 +280,9 @@ fn a_tar_gz_repost_over_several_windows_on_a_full_disk_stays_within_the_memory_b
         "re-post answered in {:.1} s; server RSS before it {before} KiB, peak during it {peak} KiB",
         started.elapsed().as_secs_f64()
     );
-    // The packer holds one window (32 MiB of compressed entries) at a time, never the 100 MiB
-    // of contents or of zip: measured on the server process (debug build), 35-45 MiB of growth
-    // (peak 78-87 MiB from 42 MiB) and 1.8-2.5 s for the re-post. Holding the contents or the
+    // The packer holds one window (at most 32 MiB of contents) at a time, never the 100 MiB of
+    // contents or of zip: measured on the server process (debug build), 36-47 MiB of growth
+    // (peak 82-92 MiB from 45 MiB) and 2.1-4.3 s for the re-post. Holding the contents or the
     // zip would add over 100 MiB; the ceiling is 64 MiB.
     let growth = peak.saturating_sub(before);
     assert!(growth < 64 << 10, "the re-post grew the server by {growth} KiB (from {before} to {peak} KiB)");
