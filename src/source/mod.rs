@@ -787,13 +787,21 @@ mod tests {
             cancel: cancel.clone(),
         };
         let input = Cancellable { inner: counting, cancel };
-        let mut ns = memory::MemNamespace::new(&limits, None).expect("spool");
+        // The namespaces `from_archive` uses (a tar.gz's first attempt: a spool).
+        let upload = Spool::from_bytes(bytes.to_vec());
         let result = match format {
             SourceFormat::Tar => {
+                let mut ns = memory::MemNamespace::over_upload(&limits, upload);
                 tar::read(io::BufReader::with_capacity(128 * 1024, input), false, &mut ns, &limits)
             }
-            SourceFormat::TarGz => tar::read(input, true, &mut ns, &limits),
-            _ => zip::read(input, &Spool::from_bytes(bytes.to_vec()), &mut ns, &limits),
+            SourceFormat::TarGz => {
+                let mut ns = memory::MemNamespace::new(&limits, None).expect("spool");
+                tar::read(input, true, &mut ns, &limits)
+            }
+            _ => {
+                let mut ns = memory::MemNamespace::over_zip(&limits, upload.clone());
+                zip::read(input, &upload, &mut ns, &limits)
+            }
         };
         (result, read.get())
     }
