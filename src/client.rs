@@ -187,7 +187,9 @@ pub fn tar_gz(tree: &SourceTree) -> Result<File, PushError> {
     for entry in tree.entries() {
         let from = match &entry.content {
             Content::File(path) => path.display().to_string(),
-            Content::Spooled { .. } => entry.path.to_string(),
+            Content::Spooled { .. } | Content::Blob { .. } | Content::Streamed { .. } => {
+                entry.path.to_string()
+            }
         };
         let adding = || PushError::io(format!("adding {from} to the upload in {}", temp_dir.display()));
         let mut header = tar::Header::new_gnu();

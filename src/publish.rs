@@ -87,9 +87,10 @@ pub struct Decoded {
     pub git: Option<GitRevision>,
 }
 
-/// Decodes `input` and applies `selection`; decompressed archive and git contents go to a spool
-/// that stays in memory when small, else to an unlinked temp file in `spool_dir` (a raw tar
-/// needs none). `cancel` stops the work at its next check.
+/// Decodes `input` and applies `selection`; a tar.gz's decompressed contents go to a spool that
+/// stays in memory when small, else to an unlinked temp file in `spool_dir`, or, when that disk
+/// is full, nowhere (see [`source::from_archive`]); other inputs need none. `cancel` stops the
+/// work at its next check.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub fn decode(
@@ -110,8 +111,7 @@ pub fn decode(
             Decoded { tree, format, git: None }
         }
         Input::Git(git) => {
-            let (revision, tree) =
-                source::from_git(&git.source, &git.request, selection, limits, spool_dir, cancel)?;
+            let (revision, tree) = source::from_git(&git.source, &git.request, selection, limits, cancel)?;
             Decoded { tree, format: SourceFormat::Git, git: Some(revision) }
         }
     })

@@ -36,6 +36,7 @@ pub mod canonical;
 pub mod digest;
 pub mod limits;
 pub mod manifest;
+mod stream;
 pub mod tree;
 
 use std::collections::BTreeMap;
@@ -53,14 +54,16 @@ pub use self::canonical::FORMAT_VERSION;
 pub use self::digest::Sha256Hex;
 pub use self::limits::Limits;
 pub use self::tree::{
-    Content, Entry, EntryPath, MEMORY_SPOOL_BYTES, Mode, PathError, SourceTree, Spool, SpoolReader,
-    SpoolWriter, TreeError, is_storage_full,
+    BlobReader, BlobSource, Content, ContentReader, Contents, Entry, EntryPath, MEMORY_SPOOL_BYTES, Mode,
+    PathError, SourceTree, Spool, SpoolReader, SpoolWriter, StreamSource, TreeError, TreeReader,
+    is_storage_full,
 };
 
 use self::canonical::{Method, entry_options, method_for};
 
 /// Uncompressed bytes that may be in flight between the compressing threads and the writer.
-/// Together with one file larger than this, it bounds the packer's memory.
+/// Together with one file larger than this, it bounds the packer's memory. A streamed tree
+/// (`stream`) holds at most this many bytes of contents per window, with the same exception.
 const IN_FLIGHT_BUDGET: u64 = 32 * 1024 * 1024;
 
 /// Below this many bytes per extra thread, threads cost more than they save.
@@ -184,8 +187,19 @@ pub fn pack<W: Write + Seek>(tree: &SourceTree, options: &PackOptions, out: &mut
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub fn pack_into<W: Write>(tree: &SourceTree, options: &PackOptions, out: W) -> Result<Packed, Error> {
+    pack_with_budget(tree, options, IN_FLIGHT_BUDGET, out)
+}
+
+/// [`pack_into`], with `budget` for the bytes a streamed tree's windows hold (the tests pack
+/// small trees in many windows with it).
+pub(crate) fn pack_with_budget<W: Write>(
+    tree: &SourceTree,
+    options: &PackOptions,
+    budget: u64,
+    out: W,
+) -> Result<Packed, Error> {
     let mut zip = ZipWriter::new(Digesting::new(BufWriter::with_capacity(256 * 1024, out)));
-    write_entries(tree, options, &mut zip)?;
+    write_entries(tree, options, budget, &mut zip)?;
     let mut digesting = zip.finish()?;
     digesting.inner.flush().map_err(Error::Write)?;
     let sha256 = Sha256Hex::from_bytes(digesting.hasher.finalize().into());
@@ -250,18 +264,30 @@ impl<W> Seek for Digesting<W> {
 fn write_entries<W: Write + Seek>(
     tree: &SourceTree,
     options: &PackOptions,
+    stream_budget: u64,
     zip: &mut ZipWriter<W>,
 ) -> Result<(), Error> {
+    if let Contents::Stream(stream) = tree.contents() {
+        let passes = stream::write_entries(tree, stream.as_ref(), stream_budget, options, zip)?;
+        tracing::info!(
+            stream.reads = passes.reads,
+            stream.windows = passes.windows,
+            stream.largest_window_bytes = passes.largest_window,
+            "packed a streamed tree in passes over its stream"
+        );
+        return Ok(());
+    }
     let entries = tree.entries();
     let useful = usize::try_from(tree.total_bytes() / BYTES_PER_THREAD).unwrap_or(usize::MAX);
     let threads = options.threads.get().min(entries.len()).min(useful.max(1));
     if threads <= 1 {
         let mut buf = vec![0u8; READ_BUFFER];
+        let mut reader = tree.reader();
         for entry in entries {
             if options.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            zip.add_prepared_file(prepare(tree, entry, &mut buf, &options.cancel)?)?;
+            zip.add_prepared_file(prepare(&mut reader, entry, &mut buf, &options.cancel)?)?;
         }
         return Ok(());
     }
@@ -270,25 +296,37 @@ fn write_entries<W: Write + Seek>(
 
 /// Compresses one entry on its own, choosing deflate or store by [`method_for`].
 fn prepare(
-    tree: &SourceTree,
+    reader: &mut TreeReader<'_>,
     entry: &Entry,
     buf: &mut [u8],
     cancel: &CancelFlag,
 ) -> Result<PreparedZipFile, Error> {
-    let deflated = compress(tree, entry, Method::Deflate, buf, cancel)?;
+    let deflated = compress(reader, entry, Method::Deflate, buf, cancel)?;
     match method_for(deflated.uncompressed_size(), deflated.compressed_size()) {
         Method::Deflate => Ok(deflated),
         Method::Store => {
             // Free the deflated copy first: for a large incompressible file (a model, a wheel)
             // holding both would double the packer's peak memory (BENCHMARKS.md, memory).
             drop(deflated);
-            compress(tree, entry, Method::Store, buf, cancel)
+            compress(reader, entry, Method::Store, buf, cancel)
         }
     }
 }
 
 fn compress(
-    tree: &SourceTree,
+    reader: &mut TreeReader<'_>,
+    entry: &Entry,
+    method: Method,
+    buf: &mut [u8],
+    cancel: &CancelFlag,
+) -> Result<PreparedZipFile, Error> {
+    let content = reader.open(entry).map_err(|source| Error::Read { path: entry.path.clone(), source })?;
+    compress_from(content, entry, method, buf, cancel)
+}
+
+/// Compresses `content`, the bytes of `entry`, with `method`.
+fn compress_from(
+    mut reader: impl Read,
     entry: &Entry,
     method: Method,
     buf: &mut [u8],
@@ -296,7 +334,6 @@ fn compress(
 ) -> Result<PreparedZipFile, Error> {
     let read_err = |source| Error::Read { path: entry.path.clone(), source };
     let mut builder = ZipFileBuilder::new(entry.path.as_str(), entry_options(entry.mode, method))?;
-    let mut reader = tree.open(entry).map_err(read_err)?;
     let mut total = 0u64;
     loop {
         // Between two buffers too, so one large file does not outlive its request by seconds.
@@ -396,8 +433,9 @@ mod parallel {
                 let gate = &gate;
                 scope.spawn(move || {
                     let mut buf = vec![0u8; READ_BUFFER];
+                    let mut reader = tree.reader();
                     while let Some(i) = gate.admit(entries, cancel) {
-                        let result = prepare(tree, &entries[i], &mut buf, cancel);
+                        let result = prepare(&mut reader, &entries[i], &mut buf, cancel);
                         if tx.send((i, result)).is_err() {
                             break;
                         }

@@ -172,11 +172,76 @@ impl Mode {
 pub enum Content {
     /// A file on the local disk (directory input), read when the package is built.
     File(PathBuf),
-    /// A range of the tree's spool file, starting at this offset (archive and git input).
+    /// A range of the tree's [`Spool`] ([`Contents::Spool`]), starting at this offset: a raw
+    /// tar's upload, or the decompressed contents of a tar.gz.
     Spooled {
         /// Byte offset in the spool.
         offset: u64,
     },
+    /// An object of the tree's [`BlobSource`] ([`Contents::Blobs`]): a zip entry inflated from
+    /// the upload, a git blob read from its mirror.
+    Blob {
+        /// The source's own id of the object.
+        id: u64,
+    },
+    /// A range of the tree's [`StreamSource`] ([`Contents::Stream`]), starting at this offset:
+    /// the tar stream of a tar.gz that could not be spooled (a full disk).
+    Streamed {
+        /// Byte offset in the stream.
+        offset: u64,
+        /// CRC-32 of the bytes, as the decoder read them: every later read must give the same.
+        crc32: u32,
+    },
+}
+
+/// Where the bytes of a tree's entries are, besides files on disk ([`Content::File`]).
+///
+/// Each input kind reads its contents where they already are when it can: a raw tar's files lie
+/// in the upload, a zip's entries can be inflated from the upload one by one, a git blob is in
+/// its mirror. Only a tar.gz must be decompressed in its own order, which is not the zip's; its
+/// contents go to a spool, or, when the disk has no room for one, stay in the compressed upload
+/// and are read in several passes over the stream (see [`StreamSource`]).
+#[derive(Debug, Clone, Default)]
+pub enum Contents {
+    /// Nothing but files on disk (a directory input).
+    #[default]
+    None,
+    /// [`Content::Spooled`] entries.
+    Spool(Spool),
+    /// [`Content::Blob`] entries.
+    Blobs(Arc<dyn BlobSource>),
+    /// [`Content::Streamed`] entries.
+    Stream(Arc<dyn StreamSource>),
+}
+
+/// Objects opened by id at packing time ([`Content::Blob`]).
+///
+/// The source is shared by the packing threads, and each thread opens its own [`BlobReader`]
+/// with [`BlobSource::reader`]: a reader may hold what cannot be shared between threads (a git
+/// repository handle is not `Sync`) or what is worth keeping from one object to the next.
+pub trait BlobSource: fmt::Debug + Send + Sync {
+    /// A reader for the calling thread.
+    fn reader(&self) -> io::Result<Box<dyn BlobReader + '_>>;
+}
+
+/// One thread's handle on a [`BlobSource`].
+pub trait BlobReader {
+    /// The bytes of object `id`, which are `size` bytes long. The reader checks what the source
+    /// can check (a zip entry's CRC, a git object's kind and size) and fails, rather than ends,
+    /// when the bytes are not the ones the decoder accepted.
+    fn open(&mut self, id: u64, size: u64) -> io::Result<Box<dyn Read>>;
+}
+
+/// A stream of contents that can only be read from its start ([`Content::Streamed`]): the tar
+/// inside a tar.gz upload, decompressed again on every read.
+///
+/// The packer reads it in passes (`package::stream`): each pass decompresses it from the start
+/// and reads only the next window of entries in zip order, so that what it holds stays within
+/// the packer's memory budget and nothing is written to disk. The source applies the same
+/// guards on every pass as the decoder did (size and ratio caps, the request's cancel flag).
+pub trait StreamSource: fmt::Debug + Send + Sync {
+    /// The stream from its first byte; every call starts over.
+    fn open(&self) -> io::Result<Box<dyn Read + '_>>;
 }
 
 /// One file of the package.
@@ -287,6 +352,14 @@ impl Spool {
     pub fn is_on_disk(&self) -> bool {
         matches!(&*self.0, SpoolData::File(_))
     }
+
+    /// The buffer of a spool in memory that nothing else shares, to be used again.
+    pub(crate) fn into_bytes(self) -> Option<Vec<u8>> {
+        match Arc::try_unwrap(self.0) {
+            Ok(SpoolData::Memory(bytes)) => Some(bytes),
+            Ok(SpoolData::File(_)) | Err(_) => None,
+        }
+    }
 }
 
 /// Reads a [`Spool`] sequentially, with seeks: what decoders that want `Read + Seek` get.
@@ -380,7 +453,6 @@ impl SpoolWriter {
 }
 
 /// Reads one file's bytes, wherever they are.
-#[derive(Debug)]
 pub enum ContentReader {
     /// A file on disk.
     File(File),
@@ -393,6 +465,20 @@ pub enum ContentReader {
         /// End offset (exclusive).
         end: u64,
     },
+    /// An object of a [`BlobSource`].
+    Blob(Box<dyn Read>),
+}
+
+impl fmt::Debug for ContentReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(file) => f.debug_tuple("File").field(file).finish(),
+            Self::Spooled { pos, end, .. } => {
+                f.debug_struct("Spooled").field("pos", pos).field("end", end).finish_non_exhaustive()
+            }
+            Self::Blob(_) => f.write_str("Blob(..)"),
+        }
+    }
 }
 
 impl Read for ContentReader {
@@ -412,6 +498,7 @@ impl Read for ContentReader {
                 *pos += n as u64;
                 Ok(n)
             }
+            Self::Blob(r) => r.read(buf),
         }
     }
 }
@@ -420,13 +507,14 @@ impl Read for ContentReader {
 #[derive(Debug, Clone)]
 pub struct SourceTree {
     entries: Vec<Entry>,
-    spool: Option<Spool>,
+    contents: Contents,
 }
 
 impl SourceTree {
     /// Sorts `entries` into the canonical order and checks that the set can be extracted: no
     /// duplicate paths, no path that is both a file and a directory, and at least one file.
-    pub fn new(mut entries: Vec<Entry>, spool: Option<Spool>) -> Result<Self, TreeError> {
+    /// `contents` holds the bytes of the entries that are not files on disk.
+    pub fn new(mut entries: Vec<Entry>, contents: Contents) -> Result<Self, TreeError> {
         if entries.is_empty() {
             return Err(TreeError::Empty);
         }
@@ -446,7 +534,7 @@ impl SourceTree {
                 return Err(TreeError::FileDirConflict(path));
             }
         }
-        Ok(Self { entries, spool })
+        Ok(Self { entries, contents })
     }
 
     /// Builds a tree from in-memory files, spooled to a temp file. Meant for tests and tools.
@@ -465,7 +553,7 @@ impl SourceTree {
                 content: Content::Spooled { offset },
             });
         }
-        Ok(Self::new(entries, Some(spool.finish()?))?)
+        Ok(Self::new(entries, Contents::Spool(spool.finish()?))?)
     }
 
     /// The files, in canonical order.
@@ -473,24 +561,73 @@ impl SourceTree {
         &self.entries
     }
 
+    /// Where the bytes of entries that are not files on disk are.
+    pub fn contents(&self) -> &Contents {
+        &self.contents
+    }
+
+    /// The tree's contents, the tree dropped.
+    pub(crate) fn into_contents(self) -> Contents {
+        self.contents
+    }
+
     /// Sum of all file sizes.
     pub fn total_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.size).sum()
     }
 
-    /// Opens one entry's bytes for reading.
+    /// A reader of entries for the calling thread (the packer makes one per thread). A
+    /// [`BlobSource`]'s own reader is opened when the first blob is.
+    pub fn reader(&self) -> TreeReader<'_> {
+        TreeReader { tree: self, blobs: None }
+    }
+
+    /// Opens one entry's bytes for reading (with a reader of its own: to read many entries,
+    /// open them through one [`SourceTree::reader`]).
     ///
     /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
     pub fn open(&self, entry: &Entry) -> io::Result<ContentReader> {
-        match &entry.content {
-            Content::File(path) => File::open(path).map(ContentReader::File),
-            Content::Spooled { offset } => {
-                let spool = self
-                    .spool
-                    .as_ref()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tree has no spool"))?;
+        self.reader().open(entry)
+    }
+}
+
+/// Opens the entries of one [`SourceTree`] on one thread.
+pub struct TreeReader<'t> {
+    tree: &'t SourceTree,
+    blobs: Option<Box<dyn BlobReader + 't>>,
+}
+
+impl fmt::Debug for TreeReader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TreeReader").field("contents", &self.tree.contents).finish_non_exhaustive()
+    }
+}
+
+impl TreeReader<'_> {
+    /// Opens one entry's bytes for reading. A [`Content::Streamed`] entry cannot be opened on
+    /// its own: the packer reads those in passes over the stream.
+    ///
+    /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
+    pub fn open(&mut self, entry: &Entry) -> io::Result<ContentReader> {
+        let missing = |what: &str| io::Error::new(io::ErrorKind::NotFound, format!("the tree has no {what}"));
+        match (&entry.content, &self.tree.contents) {
+            (Content::File(path), _) => File::open(path).map(ContentReader::File),
+            (Content::Spooled { offset }, Contents::Spool(spool)) => {
                 Ok(ContentReader::Spooled { spool: spool.clone(), pos: *offset, end: offset + entry.size })
             }
+            (Content::Blob { id }, Contents::Blobs(source)) => {
+                let blobs = match &mut self.blobs {
+                    Some(blobs) => blobs,
+                    None => self.blobs.insert(source.reader()?),
+                };
+                blobs.open(*id, entry.size).map(ContentReader::Blob)
+            }
+            (Content::Spooled { .. }, _) => Err(missing("spool")),
+            (Content::Blob { .. }, _) => Err(missing("blob source")),
+            (Content::Streamed { .. }, _) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an entry of a stream is read by the packer, in passes over the stream",
+            )),
         }
     }
 }

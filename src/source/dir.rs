@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::Error;
 use super::walk::{Listing, Namespace, Node};
 use crate::package::tree::validate_component;
-use crate::package::{Content, EntryPath, Spool};
+use crate::package::{Content, Contents, EntryPath};
 
 /// A directory tree on the local disk.
 #[derive(Debug)]
@@ -109,7 +109,7 @@ impl Namespace for DirNamespace {
         Ok((Content::File(blob.path.clone()), blob.size))
     }
 
-    fn into_spool(self) -> Result<Option<Spool>, Error> {
-        Ok(None)
+    fn into_contents(self) -> Result<Contents, Error> {
+        Ok(Contents::None)
     }
 }

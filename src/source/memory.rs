@@ -6,39 +6,57 @@
 //! hard links, and the entry and path limits. The archive is never unpacked to disk under its
 //! own names.
 //!
-//! Where file bytes live depends on the archive: decompressed contents (tar.gz, zip) are copied
-//! into a spool, but the files of a raw tar already lie uncompressed in the upload, so a
-//! namespace [`over_upload`](MemNamespace::over_upload) only records where: no copy, no temp
-//! space. Their bytes are still read once while decoding (to find the next header and to prove
-//! the archive is whole), just not written anywhere.
+//! Where file bytes live depends on the archive, and on the room there is:
+//!
+//! - a raw tar's files already lie uncompressed in the upload, so a namespace
+//!   [`over_upload`](MemNamespace::over_upload) only records where: no copy, no temp space;
+//! - a zip's entries are compressed one by one, so a namespace
+//!   [`over_zip`](MemNamespace::over_zip) records where each one starts in the upload, and the
+//!   packer inflates it from there (no copy either);
+//! - a tar.gz's files are only reachable by decompressing the stream in order, which is not the
+//!   zip's order: they are copied into a spool ([`new`](MemNamespace::new)), or, when the disk
+//!   has no room for one, a namespace [`over_stream`](MemNamespace::over_stream) records their
+//!   offsets in the decompressed stream, which the packer reads again in passes.
+//!
+//! Whatever the mode, every file's bytes are read once while decoding (to find the next header,
+//! to check a CRC, to prove the archive is whole); they are just not written anywhere but the
+//! spool.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::Error;
 use super::walk::{Listing, Namespace, Node};
-use crate::package::{Content, EntryPath, Limits, Spool, SpoolWriter};
+use super::zip::{ZipBlob, ZipBlobs};
+use crate::package::{Content, Contents, EntryPath, Limits, Spool, SpoolWriter, StreamSource};
 
 /// Where the files' bytes go.
 #[derive(Debug)]
-enum Contents {
+enum Stash {
     /// Copied into a new spool.
     Spool(SpoolWriter),
-    /// Left in the upload, which becomes the tree's spool.
+    /// Left in the upload (a raw tar), which becomes the tree's spool.
     Upload(Spool),
+    /// Left in a stream read again at packing time (a tar.gz without room for a spool).
+    Stream(Arc<dyn StreamSource>),
+    /// Left compressed in the upload (a zip); a file's handle indexes `blobs`.
+    Zip { upload: Spool, blobs: Vec<ZipBlob> },
 }
 
-/// A file's bytes in the spool.
+/// A file's bytes: `size` of them at `at`, an offset or a blob index depending on the [`Stash`]
+/// (and, left in a stream, their CRC-32, which every later read is checked against).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SpoolRange {
-    offset: u64,
+pub(crate) struct Stored {
+    at: u64,
     size: u64,
+    crc32: u32,
 }
 
 #[derive(Debug)]
 enum MemNode {
-    File { executable: bool, range: SpoolRange },
+    File { executable: bool, bytes: Stored },
     Dir(BTreeMap<String, MemNode>),
     Symlink(String),
 }
@@ -47,21 +65,33 @@ enum MemNode {
 #[derive(Debug)]
 pub(crate) struct MemNamespace {
     root: BTreeMap<String, MemNode>,
-    contents: Contents,
+    stash: Stash,
     limits: Limits,
     entries: u64,
     bytes: u64,
 }
 
+/// Where a decoder found a file's bytes, besides the reader it hands over with them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Found {
+    /// At this offset of the tar stream: the upload itself for a raw tar, the decompressed
+    /// stream for a tar.gz.
+    TarOffset(u64),
+    /// A zip entry of the upload.
+    ZipEntry(ZipBlob),
+    /// Only in the reader (test namespaces).
+    #[cfg(test)]
+    Nowhere,
+}
+
 /// What an inserted entry is.
 pub(crate) enum Kind<'a, R> {
-    /// A regular file: `size` bytes to read from `data`, which begin at `upload_offset` in the
-    /// upload when the decoder knows (a raw tar).
+    /// A regular file: `size` bytes to read from `data`, found where `found` says.
     File {
         executable: bool,
         data: &'a mut R,
         size: u64,
-        upload_offset: Option<u64>,
+        found: Found,
     },
     Dir,
     Symlink(String),
@@ -73,16 +103,27 @@ impl MemNamespace {
     /// [`crate::package::MEMORY_SPOOL_BYTES`], then a temp file in `spool_dir`).
     pub(crate) fn new(limits: &Limits, spool_dir: Option<&Path>) -> Result<Self, Error> {
         let spool = SpoolWriter::new_in(spool_dir).map_err(Error::io)?;
-        Ok(Self::with(Contents::Spool(spool), limits))
+        Ok(Self::with(Stash::Spool(spool), limits))
     }
 
-    /// A namespace whose file bytes stay in `upload`, at the offsets the decoder gives.
+    /// A namespace whose file bytes stay in `upload` (a raw tar), at the offsets the decoder gives.
     pub(crate) fn over_upload(limits: &Limits, upload: Spool) -> Self {
-        Self::with(Contents::Upload(upload), limits)
+        Self::with(Stash::Upload(upload), limits)
     }
 
-    fn with(contents: Contents, limits: &Limits) -> Self {
-        Self { root: BTreeMap::new(), contents, limits: *limits, entries: 0, bytes: 0 }
+    /// A namespace whose file bytes stay in the decompressed `stream` (a tar.gz), at the
+    /// offsets the decoder gives: no temp space at all, at the price of packing in passes.
+    pub(crate) fn over_stream(limits: &Limits, stream: Arc<dyn StreamSource>) -> Self {
+        Self::with(Stash::Stream(stream), limits)
+    }
+
+    /// A namespace whose file bytes stay compressed in `upload` (a zip), inflated at packing time.
+    pub(crate) fn over_zip(limits: &Limits, upload: Spool) -> Self {
+        Self::with(Stash::Zip { upload, blobs: Vec::new() }, limits)
+    }
+
+    fn with(stash: Stash, limits: &Limits) -> Self {
+        Self { root: BTreeMap::new(), stash, limits: *limits, entries: 0, bytes: 0 }
     }
 
     /// Counts one archive member (including members that only carry metadata) against the
@@ -145,8 +186,8 @@ impl MemNamespace {
             Kind::HardLink(target) => {
                 let target_comps = self.components(&target, false)?;
                 match self.get(&target_comps) {
-                    Some(MemNode::File { executable, range }) => {
-                        MemNode::File { executable: *executable, range: *range }
+                    Some(MemNode::File { executable, bytes }) => {
+                        MemNode::File { executable: *executable, bytes: *bytes }
                     }
                     _ => {
                         return Err(Error::InvalidHardLink {
@@ -156,25 +197,34 @@ impl MemNamespace {
                     }
                 }
             }
-            Kind::File { executable, data, size, upload_offset } => {
+            Kind::File { executable, data, size, found } => {
                 // Checked before reading so a lying size cannot make us spool past the limit.
                 self.bytes = self.bytes.saturating_add(size);
                 if self.bytes > self.limits.max_unpacked_bytes {
                     return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
                 }
-                let offset = match (&mut self.contents, upload_offset) {
-                    (Contents::Upload(_), Some(offset)) => {
-                        super::skip_exactly(&mut data.take(size), size)?;
-                        offset
+                let mut data = data.take(size);
+                let (at, crc32) = match (&mut self.stash, found) {
+                    (Stash::Spool(spool), _) => (super::copy_into(spool, &mut data, size)?, 0),
+                    (Stash::Upload(_), Found::TarOffset(offset)) => {
+                        super::skip_exactly(&mut data, size, false)?;
+                        (offset, 0)
                     }
-                    (Contents::Spool(spool), _) => super::copy_into(spool, &mut data.take(size), size)?,
-                    (Contents::Upload(_), None) => {
+                    (Stash::Stream(_), Found::TarOffset(offset)) => {
+                        (offset, super::skip_exactly(&mut data, size, true)?)
+                    }
+                    (Stash::Zip { blobs, .. }, Found::ZipEntry(blob)) => {
+                        super::skip_exactly(&mut data, size, false)?;
+                        blobs.push(blob);
+                        (blobs.len() as u64 - 1, 0)
+                    }
+                    _ => {
                         return Err(Error::Io(std::io::Error::other(
-                            "a decoder over the upload gave a file without its offset",
+                            "a decoder gave a file without saying where its bytes are",
                         )));
                     }
                 };
-                MemNode::File { executable, range: SpoolRange { offset, size } }
+                MemNode::File { executable, bytes: Stored { at, size, crc32 } }
             }
         };
         let mut dir = &mut self.root;
@@ -224,36 +274,43 @@ impl MemNamespace {
     }
 }
 
-fn to_node(node: &MemNode) -> Node<SpoolRange> {
+fn to_node(node: &MemNode) -> Node<Stored> {
     match node {
-        MemNode::File { executable, range } => Node::File { executable: *executable, blob: *range },
+        MemNode::File { executable, bytes } => Node::File { executable: *executable, blob: *bytes },
         MemNode::Dir(_) => Node::Dir,
         MemNode::Symlink(t) => Node::Symlink(t.clone()),
     }
 }
 
 impl Namespace for MemNamespace {
-    type Blob = SpoolRange;
+    type Blob = Stored;
 
-    fn lookup(&mut self, dir: &[String], name: &str) -> Result<Option<Node<SpoolRange>>, Error> {
+    fn lookup(&mut self, dir: &[String], name: &str) -> Result<Option<Node<Stored>>, Error> {
         Ok(self.dir(dir).and_then(|d| d.get(name)).map(to_node))
     }
 
-    fn read_dir(&mut self, dir: &[String]) -> Result<Listing<SpoolRange>, Error> {
+    fn read_dir(&mut self, dir: &[String]) -> Result<Listing<Stored>, Error> {
         Ok(self
             .dir(dir)
             .map(|d| d.iter().map(|(k, v)| (k.clone(), to_node(v))).collect())
             .unwrap_or_default())
     }
 
-    fn materialize(&mut self, blob: &SpoolRange, _path: &EntryPath) -> Result<(Content, u64), Error> {
-        Ok((Content::Spooled { offset: blob.offset }, blob.size))
+    fn materialize(&mut self, blob: &Stored, _path: &EntryPath) -> Result<(Content, u64), Error> {
+        let content = match self.stash {
+            Stash::Spool(_) | Stash::Upload(_) => Content::Spooled { offset: blob.at },
+            Stash::Stream(_) => Content::Streamed { offset: blob.at, crc32: blob.crc32 },
+            Stash::Zip { .. } => Content::Blob { id: blob.at },
+        };
+        Ok((content, blob.size))
     }
 
-    fn into_spool(self) -> Result<Option<Spool>, Error> {
-        match self.contents {
-            Contents::Spool(spool) => spool.finish().map(Some).map_err(Error::io),
-            Contents::Upload(upload) => Ok(Some(upload)),
-        }
+    fn into_contents(self) -> Result<Contents, Error> {
+        Ok(match self.stash {
+            Stash::Spool(spool) => Contents::Spool(spool.finish().map_err(Error::io)?),
+            Stash::Upload(upload) => Contents::Spool(upload),
+            Stash::Stream(stream) => Contents::Stream(stream),
+            Stash::Zip { upload, blobs } => Contents::Blobs(Arc::new(ZipBlobs::new(upload, blobs))),
+        })
     }
 }

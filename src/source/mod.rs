@@ -20,6 +20,7 @@ mod zip;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 pub use self::select::Selection;
 use self::select::Selector;
@@ -455,14 +456,24 @@ impl Seek for ArchiveBytes {
 
 /// Decodes an archive (tar, tar.gz or zip, detected from its bytes) into a tree.
 ///
-/// Decompressed contents (tar.gz, zip) go to a spool that stays in memory up to
-/// [`crate::package::MEMORY_SPOOL_BYTES`] and rolls over to an unlinked temp file in `spool_dir`
-/// (or the system temp directory) beyond; it disappears with the tree. A raw tar needs no
-/// spool: its files are packed from the archive's own bytes, at the offsets where the tar puts
-/// them, so it needs no temp space at all (and saves a copy of every byte).
+/// Contents are read where they are whenever they can be, so that most inputs need no temp
+/// space at all:
+///
+/// - a raw tar's files are packed from the archive's own bytes, at the offsets where the tar
+///   puts them;
+/// - a zip's entries are inflated from the archive when they are packed (each is compressed
+///   on its own and can be found by its offset);
+/// - a tar.gz's files are only reachable by decompressing the stream in order, so they go to
+///   a spool that stays in memory up to [`crate::package::MEMORY_SPOOL_BYTES`] and rolls over
+///   to an unlinked temp file in `spool_dir` (or the system temp directory) beyond; it
+///   disappears with the tree. When that disk is full, the archive is decoded again without a
+///   spool: the tree then records each file's offset in the decompressed stream, and the packer
+///   decompresses the archive again in passes, each compressing the next window of entries in
+///   zip order (`package::stream`). Same bytes, no disk, bounded memory, more CPU time; the
+///   only way a re-post of a stored tar.gz can be answered on a full disk.
 ///
 /// `cancel` is checked before every read of the archive (so before every buffer decompressed or
-/// copied) and at every step of the walk.
+/// copied, on every pass) and at every step of the walk.
 pub fn from_archive(
     bytes: ArchiveBytes,
     selection: &Selection,
@@ -479,22 +490,60 @@ pub fn from_archive(
     let mut head = Vec::with_capacity(512);
     upload.reader().and_then(|r| r.take(512).read_to_end(&mut head)).map_err(Error::io)?;
     let format = detect(&head)?;
+    // Only a tar.gz writes anything (its spool), so only a tar.gz can find the disk full here.
+    let tree = match decode(&upload, format, GzContents::Spool(spool_dir), &selector, limits, cancel) {
+        Err(Error::StorageFull(e)) if format == SourceFormat::TarGz => {
+            tracing::warn!(
+                error = %e,
+                "no room to spool the tar.gz contents: packing them from the upload, in passes"
+            );
+            decode(&upload, format, GzContents::Stream, &selector, limits, cancel)?
+        }
+        other => other?,
+    };
+    Ok((format, tree))
+}
+
+/// Where [`decode`] leaves a tar.gz's decompressed contents (other archives leave theirs in the
+/// upload, whatever this says).
+#[derive(Debug, Clone, Copy)]
+enum GzContents<'a> {
+    /// Copied into a spool, which rolls over to a temp file in this directory.
+    Spool(Option<&'a Path>),
+    /// Left in the decompressed stream, read again in passes when packing.
+    Stream,
+}
+
+/// Decodes the archive in `upload` and walks it.
+fn decode(
+    upload: &Spool,
+    format: SourceFormat,
+    gz: GzContents<'_>,
+    selector: &Selector,
+    limits: &Limits,
+    cancel: &CancelFlag,
+) -> Result<SourceTree, Error> {
     let reader = || upload.reader().map(|r| Cancellable { inner: r, cancel }).map_err(Error::io);
-    let decoded = match format {
-        SourceFormat::Tar => {
+    let decoded = match (format, gz) {
+        (SourceFormat::Tar, _) => {
             let mut ns = memory::MemNamespace::over_upload(limits, upload.clone());
             tar::read(io::BufReader::with_capacity(128 * 1024, reader()?), false, &mut ns, limits)
                 .map(|()| ns)
         }
-        SourceFormat::TarGz => {
+        (SourceFormat::TarGz, GzContents::Spool(spool_dir)) => {
             let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
             tar::read(reader()?, true, &mut ns, limits).map(|()| ns)
         }
-        SourceFormat::Zip => {
-            let mut ns = memory::MemNamespace::new(limits, spool_dir)?;
-            zip::read(reader()?, &upload, &mut ns, limits).map(|()| ns)
+        (SourceFormat::TarGz, GzContents::Stream) => {
+            let stream = tar::TarGzStream::new(upload.clone(), limits, cancel);
+            let mut ns = memory::MemNamespace::over_stream(limits, Arc::new(stream));
+            tar::read(reader()?, true, &mut ns, limits).map(|()| ns)
         }
-        SourceFormat::Directory | SourceFormat::Git => {
+        (SourceFormat::Zip, _) => {
+            let mut ns = memory::MemNamespace::over_zip(limits, upload.clone());
+            zip::read(reader()?, upload, &mut ns, limits).map(|()| ns)
+        }
+        (SourceFormat::Directory | SourceFormat::Git, _) => {
             return Err(Error::UnsupportedFormat("not an archive"));
         }
     };
@@ -504,7 +553,7 @@ pub fn from_archive(
         Err(_) if cancel.is_cancelled() => return Err(Error::Cancelled),
         other => other?,
     };
-    Ok((format, walk::build_tree(ns, &selector, limits, cancel)?))
+    walk::build_tree(ns, selector, limits, cancel)
 }
 
 /// Reads a local directory into a tree, without following symlinks out of it.
@@ -525,8 +574,9 @@ pub fn from_directory(
 /// to a commit and reads the tree the selection asks for from the commit's git objects.
 ///
 /// `request.path`, when given, is the selection's sub-path (giving both is an error). Blobs of
-/// kept files are copied into an unlinked spool file in `spool_dir` (or the system temp
-/// directory), which disappears with the tree. The selection is checked before any network I/O.
+/// kept files are not copied anywhere: the packer reads them from the mirror, so a git source
+/// needs no temp space beyond what fetching adds to the mirror. The selection is checked before
+/// any network I/O.
 ///
 /// `cancel` is polled while waiting for the remote's lock and for `git` (a cancelled fetch kills
 /// git's whole process group, as its timeout does) and checked at every step of the walk.
@@ -538,7 +588,6 @@ pub fn from_git(
     request: &git::GitRequest,
     selection: &Selection,
     limits: &Limits,
-    spool_dir: Option<&Path>,
     cancel: &CancelFlag,
 ) -> Result<(git::GitRevision, SourceTree), Error> {
     let selection = match (&request.path, &selection.path) {
@@ -552,7 +601,7 @@ pub fn from_git(
     };
     let selector = Selector::new(selection)?;
     let fetched = source.fetch(request, cancel)?;
-    let ns = git::GitNamespace::open(&fetched, limits, spool_dir)?;
+    let ns = git::GitNamespace::open(&fetched, limits)?;
     let tree = walk::build_tree(ns, &selector, limits, cancel)?;
     Ok((fetched.revision(request), tree))
 }
@@ -611,21 +660,26 @@ fn read_input(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, Error> {
 }
 
 /// Reads exactly `expected` bytes of an input stream and drops them: a member whose bytes stay
-/// where they are, but whose length must be proven (a truncated archive is an error).
-fn skip_exactly(r: &mut impl Read, expected: u64) -> Result<(), Error> {
+/// where they are, but whose length must be proven (a truncated archive is an error). With
+/// `crc`, returns their CRC-32 (else 0): what a later read of the same bytes is checked against.
+fn skip_exactly(r: &mut impl Read, expected: u64, crc: bool) -> Result<u32, Error> {
     let mut buf = vec![0u8; usize::try_from(expected.clamp(1, 64 * 1024)).unwrap_or(1)];
     let mut total = 0u64;
+    let mut sum = crc.then(flate2::Crc::new);
     loop {
         let n = read_input(r, &mut buf)?;
         if n == 0 {
             break;
+        }
+        if let Some(sum) = &mut sum {
+            sum.update(&buf[..n]);
         }
         total += n as u64;
     }
     if total != expected {
         return Err(Error::Corrupt(format!("a member is truncated ({total} of {expected} bytes)")));
     }
-    Ok(())
+    Ok(sum.map_or(0, |s| s.sum()))
 }
 
 /// Copies exactly `expected` bytes of an input stream into the spool; returns their offset.
@@ -733,13 +787,21 @@ mod tests {
             cancel: cancel.clone(),
         };
         let input = Cancellable { inner: counting, cancel };
-        let mut ns = memory::MemNamespace::new(&limits, None).expect("spool");
+        // The namespaces `from_archive` uses (a tar.gz's first attempt: a spool).
+        let upload = Spool::from_bytes(bytes.to_vec());
         let result = match format {
             SourceFormat::Tar => {
+                let mut ns = memory::MemNamespace::over_upload(&limits, upload);
                 tar::read(io::BufReader::with_capacity(128 * 1024, input), false, &mut ns, &limits)
             }
-            SourceFormat::TarGz => tar::read(input, true, &mut ns, &limits),
-            _ => zip::read(input, &Spool::from_bytes(bytes.to_vec()), &mut ns, &limits),
+            SourceFormat::TarGz => {
+                let mut ns = memory::MemNamespace::new(&limits, None).expect("spool");
+                tar::read(input, true, &mut ns, &limits)
+            }
+            _ => {
+                let mut ns = memory::MemNamespace::over_zip(&limits, upload.clone());
+                zip::read(input, &upload, &mut ns, &limits)
+            }
         };
         (result, read.get())
     }

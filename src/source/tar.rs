@@ -14,9 +14,9 @@ use std::rc::Rc;
 use flate2::bufread::GzDecoder;
 use tar::{Archive, EntryType, PaxExtensions};
 
-use super::Error;
-use super::memory::{Kind, MemNamespace};
-use crate::package::Limits;
+use super::memory::{Found, Kind, MemNamespace};
+use super::{Cancellable, Error};
+use crate::package::{CancelFlag, Limits, Spool, StreamSource};
 
 /// A limit crossed inside a reader, carried through `io::Error` and the tar crate.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,55 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
-/// Reads a tar stream, gzip-compressed or not, into `ns`.
+/// The tar stream of `input`: decompressed (members one after another, as `gzip -d` reads them)
+/// when `gzip`, capped at `max_unpacked_bytes` plus the headers' allowance, and, when
+/// decompressed, held to `max_compression_ratio` against the compressed bytes read. Every read
+/// of a tar stream goes through this guard: the decoder's, and each pass of a streamed pack.
+fn guarded<'a>(input: impl Read + 'a, gzip: bool, limits: &Limits) -> Guard<Box<dyn Read + 'a>> {
+    let consumed = Rc::new(Cell::new(0));
+    let counted = Counted { inner: input, count: Rc::clone(&consumed) };
+    let stream: Box<dyn Read + 'a> = if gzip {
+        Box::new(GzMembers::new(BufReader::with_capacity(128 * 1024, counted)))
+    } else {
+        Box::new(counted)
+    };
+    Guard {
+        inner: stream,
+        produced: 0,
+        max: limits.max_unpacked_bytes.saturating_add(limits.header_allowance()),
+        consumed,
+        max_ratio: if gzip { limits.max_compression_ratio } else { u64::MAX },
+        limits: *limits,
+        last: [0xff; 512],
+    }
+}
+
+/// The decompressed tar stream of a tar.gz upload, as a [`StreamSource`]: what a namespace
+/// [`over_stream`](MemNamespace::over_stream) leaves its files in when there is no disk for a
+/// spool. Every [`open`](StreamSource::open) decompresses the upload again from its start,
+/// under the decoder's own guard (size and ratio caps) and the request's cancel flag.
+#[derive(Debug)]
+pub(crate) struct TarGzStream {
+    upload: Spool,
+    limits: Limits,
+    cancel: CancelFlag,
+}
+
+impl TarGzStream {
+    pub(crate) fn new(upload: Spool, limits: &Limits, cancel: &CancelFlag) -> Self {
+        Self { upload, limits: *limits, cancel: cancel.clone() }
+    }
+}
+
+impl StreamSource for TarGzStream {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        let input = Cancellable { inner: self.upload.reader()?, cancel: &self.cancel };
+        Ok(Box::new(guarded(input, true, &self.limits)))
+    }
+}
+
+/// Reads a tar stream, gzip-compressed or not, into `ns`. A file's offset is its position in
+/// the tar stream: in the upload for a raw tar, in the decompressed stream for a tar.gz.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub(crate) fn read(
@@ -131,23 +179,8 @@ pub(crate) fn read(
     ns: &mut MemNamespace,
     limits: &Limits,
 ) -> Result<(), Error> {
-    let consumed = Rc::new(Cell::new(0));
-    let counted = Counted { inner: input, count: Rc::clone(&consumed) };
-    let stream: Box<dyn Read> = if gzip {
-        Box::new(GzMembers::new(BufReader::with_capacity(128 * 1024, counted)))
-    } else {
-        Box::new(counted)
-    };
-    let mut guard = Guard {
-        inner: stream,
-        produced: 0,
-        max: limits.max_unpacked_bytes.saturating_add(limits.header_allowance()),
-        consumed,
-        max_ratio: if gzip { limits.max_compression_ratio } else { u64::MAX },
-        limits: *limits,
-        last: [0xff; 512],
-    };
-    read_members(&mut guard, !gzip, ns, limits)?;
+    let mut guard = guarded(input, gzip, limits);
+    read_members(&mut guard, ns, limits)?;
     // The tar crate stops at the first zero block, so the last block read must be that marker.
     if guard.produced % 512 != 0 || guard.last.iter().any(|b| *b != 0) {
         return Err(Error::Corrupt("the archive ends without an end-of-archive marker".into()));
@@ -173,14 +206,8 @@ struct Pending {
     size: Option<u64>,
 }
 
-/// Reads the members; with `raw`, the stream is the upload itself, so a file's data offset in the
-/// stream is its offset in the upload.
-fn read_members(
-    stream: &mut impl Read,
-    raw: bool,
-    ns: &mut MemNamespace,
-    limits: &Limits,
-) -> Result<(), Error> {
+/// Reads the members of a tar stream.
+fn read_members(stream: &mut impl Read, ns: &mut MemNamespace, limits: &Limits) -> Result<(), Error> {
     let mut archive = Archive::new(stream);
     let entries = archive.entries().map_err(|e| super::read_error(&e))?.raw(true);
     let mut pending = Pending::default();
@@ -253,8 +280,8 @@ fn read_members(
             }
             EntryType::Regular | EntryType::Continuous => {
                 let executable = header.mode().map_err(|e| super::read_error(&e))? & 0o100 != 0;
-                let upload_offset = raw.then(|| entry.raw_file_position());
-                ns.insert(&path, Kind::File { executable, data: &mut entry, size, upload_offset })?;
+                let found = Found::TarOffset(entry.raw_file_position());
+                ns.insert(&path, Kind::File { executable, data: &mut entry, size, found })?;
             }
             EntryType::Directory => ns.insert(&path, Kind::<io::Empty>::Dir)?,
             EntryType::Symlink => {
@@ -333,4 +360,214 @@ fn apply_pax(data: &[u8], pending: &mut Pending) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tar.gz decoded without a spool (a full disk): the same trees, the same bytes, the same
+    //! guards and the same cancellation as with one.
+
+    use std::io::Write as _;
+
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::package::{Contents, PackOptions, Sha256Hex, SourceTree, pack_with_budget};
+    use crate::source::select::{Selection, Selector};
+    use crate::source::{GzContents, SourceFormat, decode};
+
+    /// One member of a test tar.
+    #[derive(Debug, Clone)]
+    enum M {
+        File(String, Vec<u8>, bool),
+        HardLink(String, String),
+        Symlink(String, String),
+    }
+
+    fn tar_gz(members: &[M]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut header = tar::Header::new_gnu();
+            match m {
+                M::File(path, data, exec) => {
+                    header.set_size(data.len() as u64);
+                    header.set_mode(if *exec { 0o755 } else { 0o644 });
+                    header.set_cksum();
+                    tar.append_data(&mut header, path, &data[..]).expect("tar in memory");
+                }
+                M::HardLink(path, target) => {
+                    header.set_entry_type(EntryType::Link);
+                    header.set_size(0);
+                    tar.append_link(&mut header, path, target).expect("tar in memory");
+                }
+                M::Symlink(path, target) => {
+                    header.set_entry_type(EntryType::Symlink);
+                    header.set_size(0);
+                    tar.append_link(&mut header, path, target).expect("tar in memory");
+                }
+            }
+        }
+        gzip(&tar.into_inner().expect("tar in memory"))
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(bytes).expect("gzip in memory");
+        gz.finish().expect("gzip in memory")
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    fn decoded(
+        bytes: &[u8],
+        gz: GzContents<'_>,
+        selection: &Selection,
+        limits: &Limits,
+        cancel: &CancelFlag,
+    ) -> Result<SourceTree, Error> {
+        let selector = Selector::new(selection).expect("a valid selection");
+        decode(&Spool::from_bytes(bytes.to_vec()), SourceFormat::TarGz, gz, &selector, limits, cancel)
+    }
+
+    fn sha256(tree: &SourceTree, budget: u64) -> Sha256Hex {
+        let mut out = Vec::new();
+        pack_with_budget(tree, &PackOptions::default(), budget, &mut out).expect("packs");
+        Sha256Hex::of_bytes(&out)
+    }
+
+    /// Files of every kind of content, a hard link, a link to a file and one to a directory.
+    fn mixed() -> Vec<u8> {
+        tar_gz(&[
+            M::File("pkg/z.py".into(), b"print('z')\n".repeat(2000), false),
+            M::File("pkg/data/noise.bin".into(), noise(200_000, 1), false),
+            M::File("pkg/run".into(), b"#!/bin/sh\n".to_vec(), true),
+            M::File("pkg/empty".into(), Vec::new(), false),
+            M::File("a.txt".into(), b"lorem ipsum ".repeat(30_000), false),
+            M::HardLink("pkg/z2.py".into(), "pkg/z.py".into()),
+            M::Symlink("pkg/link.bin".into(), "data/noise.bin".into()),
+            M::Symlink("pkg/data2".into(), "data".into()),
+        ])
+    }
+
+    #[test]
+    fn without_a_spool_a_tar_gz_packs_to_the_same_bytes_in_any_number_of_windows() {
+        let bytes = mixed();
+        let cancel = CancelFlag::default();
+        let spooled =
+            decoded(&bytes, GzContents::Spool(None), &Selection::default(), &Limits::default(), &cancel)
+                .expect("decodes");
+        assert!(matches!(spooled.contents(), Contents::Spool(_)));
+        let expected = sha256(&spooled, u64::MAX);
+        let streamed =
+            decoded(&bytes, GzContents::Stream, &Selection::default(), &Limits::default(), &cancel)
+                .expect("decodes");
+        assert!(matches!(streamed.contents(), Contents::Stream(_)), "nothing is spooled");
+        assert_eq!(streamed.entries().len(), 8);
+        for budget in [1, 10_000, 250_000, u64::MAX] {
+            assert_eq!(sha256(&streamed, budget), expected, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn without_a_spool_the_gzip_bomb_guards_still_refuse_the_stream() {
+        let zeros = tar_gz(&[M::File("zeros".into(), vec![0; 40 << 20], false)]);
+        let cancel = CancelFlag::default();
+        let limits = Limits::default();
+        let bomb = decoded(&zeros, GzContents::Stream, &Selection::default(), &limits, &cancel);
+        assert!(matches!(bomb, Err(Error::CompressionRatio { .. })), "{bomb:?}");
+        let small = Limits { max_unpacked_bytes: 100_000, ..Limits::default() };
+        let big = tar_gz(&[M::File("big".into(), noise(200_000, 2), false)]);
+        let too_big = decoded(&big, GzContents::Stream, &Selection::default(), &small, &cancel);
+        assert!(matches!(too_big, Err(Error::UnpackedTooLarge { .. })), "{too_big:?}");
+        // Every pass of the packer reads through the same guard as the decoder.
+        let stream = TarGzStream::new(Spool::from_bytes(zeros), &limits, &cancel);
+        for _ in 0..2 {
+            let e = stream.open().expect("opens").read_to_end(&mut Vec::new()).expect_err("the guard trips");
+            assert!(matches!(super::super::read_error(&e), Error::CompressionRatio { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn without_a_spool_a_cancelled_request_stops_decoding_and_every_later_pass() {
+        let bytes = mixed();
+        assert!(bytes.len() > 128 * 1024, "more than one buffer of compressed input");
+        let cancel = CancelFlag::default();
+        let streamed =
+            decoded(&bytes, GzContents::Stream, &Selection::default(), &Limits::default(), &cancel)
+                .expect("decodes");
+        let Contents::Stream(stream) = streamed.contents() else { panic!("a streamed tree") };
+        let mut reader = stream.open().expect("opens");
+        reader.read_exact(&mut [0u8; 1024]).expect("reads while the request is there");
+        cancel.cancel();
+        // The compressed input is read 128 KiB at a time: what is buffered may still be
+        // decompressed, the next read of the upload fails (the archive is larger than that).
+        let e = reader.read_to_end(&mut Vec::new()).expect_err("a cancelled pass stops within a buffer");
+        assert!(matches!(super::super::read_error(&e), Error::Cancelled), "{e}");
+        let packed = pack_with_budget(
+            &streamed,
+            &PackOptions { cancel: cancel.clone(), ..PackOptions::default() },
+            1,
+            io::sink(),
+        );
+        assert!(matches!(packed, Err(crate::package::Error::Cancelled)), "{packed:?}");
+        let again = decoded(&bytes, GzContents::Stream, &Selection::default(), &Limits::default(), &cancel);
+        assert!(matches!(again, Err(Error::Cancelled)), "{again:?}");
+    }
+
+    /// A random tree as tar members, in a random order, with a hard link and a symlink.
+    fn members() -> impl Strategy<Value = Vec<M>> {
+        let file = (0usize..30_000, any::<bool>(), any::<bool>(), any::<u64>());
+        (prop::collection::vec(file, 1..10), any::<prop::sample::Index>()).prop_flat_map(|(files, pick)| {
+            let mut members: Vec<M> = files
+                .iter()
+                .enumerate()
+                .map(|(i, &(len, text, exec, seed))| {
+                    let data = if text { b"x = 1\n".repeat(len / 6) } else { noise(len, seed) };
+                    M::File(format!("d{}/f{i}", i % 3), data, exec)
+                })
+                .collect();
+            let target = match &members[pick.index(members.len())] {
+                M::File(path, ..) => path.clone(),
+                _ => unreachable!("only files so far"),
+            };
+            members.push(M::HardLink("hard".into(), target.clone()));
+            members.push(M::Symlink("soft".into(), target));
+            Just(members).prop_shuffle()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// With or without a spool, in any number of windows, a tar.gz gives the same package.
+        #[test]
+        fn any_tar_gz_packs_to_the_same_sha256_with_or_without_a_spool(
+            members in members(),
+            budget in prop_oneof![Just(1u64), 1u64..100_000, Just(u64::MAX)],
+        ) {
+            // A hard link must come after its target in a tar: those that do not are refused,
+            // alike with and without a spool.
+            let bytes = tar_gz(&members);
+            let cancel = CancelFlag::default();
+            let spooled = decoded(&bytes, GzContents::Spool(None), &Selection::default(), &Limits::default(), &cancel);
+            let streamed = decoded(&bytes, GzContents::Stream, &Selection::default(), &Limits::default(), &cancel);
+            match (spooled, streamed) {
+                (Ok(spooled), Ok(streamed)) => prop_assert_eq!(sha256(&streamed, budget), sha256(&spooled, u64::MAX)),
+                (Err(a), Err(b)) => prop_assert_eq!(a.code(), b.code()),
+                (a, b) => prop_assert!(false, "{:?} vs {:?}", a.map(|_| ()), b.map(|_| ())),
+            }
+        }
+    }
 }

@@ -30,7 +30,7 @@
 
 use super::Error;
 use super::select::{DirState, Selector};
-use crate::package::{CancelFlag, Content, Entry, EntryPath, Limits, Mode, SourceTree, Spool, TreeError};
+use crate::package::{CancelFlag, Content, Contents, Entry, EntryPath, Limits, Mode, SourceTree, TreeError};
 
 /// Most symlinks followed while resolving one path (Linux's `MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -69,8 +69,8 @@ pub(crate) trait Namespace {
     /// Makes a file's bytes readable at packing time; returns where they are and their size.
     fn materialize(&mut self, blob: &Self::Blob, path: &EntryPath) -> Result<(Content, u64), Error>;
 
-    /// Hands over the spool holding materialized bytes, if the namespace made one.
-    fn into_spool(self) -> Result<Option<Spool>, Error>;
+    /// Hands over where the materialized entries' bytes are (a spool, a blob source, a stream).
+    fn into_contents(self) -> Result<Contents, Error>;
 }
 
 /// Walks `ns` and builds the tree the selection asks for.
@@ -113,8 +113,8 @@ pub(crate) fn build_tree_counted<N: Namespace>(
             SubKind::Missing => return Err(Error::SubPathNotFound { path: sub() }),
             SubKind::NotDir => return Err(Error::SubPathNotDirectory { path: sub() }),
         }
-        let spool = ns.into_spool()?;
-        SourceTree::new(entries, spool).map_err(|e| match e {
+        let contents = ns.into_contents()?;
+        SourceTree::new(entries, contents).map_err(|e| match e {
             TreeError::Duplicate(p) => Error::DuplicatePath { path: p.to_string() },
             TreeError::FileDirConflict(p) => Error::PathConflict { path: p.to_string() },
             TreeError::Empty => Error::EmptyPackage,
@@ -517,7 +517,7 @@ mod tests {
 
     use super::*;
     use crate::source::Selection;
-    use crate::source::memory::{Kind, MemNamespace};
+    use crate::source::memory::{Found, Kind, MemNamespace};
 
     /// What a walk asked of its namespace, counted by the namespace itself: calls, and the
     /// entries the listings returned. Independent of the walk's own [`Work`] counters.
@@ -552,8 +552,8 @@ mod tests {
             self.inner.materialize(blob, path)
         }
 
-        fn into_spool(self) -> Result<Option<Spool>, Error> {
-            self.inner.into_spool()
+        fn into_contents(self) -> Result<Contents, Error> {
+            self.inner.into_contents()
         }
     }
 
@@ -571,7 +571,7 @@ mod tests {
             let inserted = match m {
                 M::File(p) => ns.insert(
                     p.as_bytes(),
-                    Kind::File { executable: false, data: &mut io::empty(), size: 0, upload_offset: None },
+                    Kind::File { executable: false, data: &mut io::empty(), size: 0, found: Found::Nowhere },
                 ),
                 M::Dir(p) => ns.insert(p.as_bytes(), Kind::<io::Empty>::Dir),
                 M::Link(p, t) => ns.insert(p.as_bytes(), Kind::<io::Empty>::Symlink(t.clone())),

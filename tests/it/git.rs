@@ -543,7 +543,7 @@ fn the_same_limits_and_selection_errors_apply_to_git_trees() {
     let git_source = source(mirror_dir.path(), &[repo.url()]);
     let request = GitRequest { repo: repo.url(), reference: "main".into(), path: None };
     let run = |limits: &Limits, selection: &Selection| {
-        source::from_git(&git_source, &request, selection, limits, None, &CancelFlag::default())
+        source::from_git(&git_source, &request, selection, limits, &CancelFlag::default())
             .map(|(_, tree)| tree.entries().len())
     };
     let sub = selection(Some(SUB));
@@ -558,4 +558,32 @@ fn the_same_limits_and_selection_errors_apply_to_git_trees() {
     assert_eq!(code(run(&Limits::default(), &selection(Some("README.md")))), Err("path_not_directory"));
     let nothing = Selection { include: vec!["*.rs".into()], ..sub.clone() };
     assert_eq!(code(run(&Limits::default(), &nothing)), Err("empty_package"));
+}
+
+#[test]
+fn blobs_are_read_from_the_mirror_on_every_packing_thread_with_the_same_bytes() {
+    // Over 512 KiB per thread, so that 2 and 4 threads really compress in parallel, each with
+    // its own handle on the mirror; a blob kept at two paths, and one that is stored.
+    let (_root, repo) = TestRepo::temp();
+    for i in 0..12 {
+        repo.write(&format!("src/m{i:02}.py"), format!("VALUE_{i} = {i}\n").repeat(40_000).as_bytes());
+    }
+    repo.write("data/model.bin", &incompressible(3 << 20, 7));
+    repo.write("data/copy.bin", &incompressible(3 << 20, 7));
+    repo.commit("big");
+    let mirror_dir = tempfile::tempdir().expect("temp dir");
+    let git_source = source(mirror_dir.path(), &[repo.url()]);
+    let request = GitRequest { repo: repo.url(), reference: "main".into(), path: None };
+    let without_git = Selection { exclude: vec![".git/".into()], ..Selection::default() };
+    let from_dir = crate::support::try_pack_dir(repo.path(), &without_git, 1).expect("the checkout packs");
+    for threads in [1, 2, 4] {
+        let options = PackOptions { threads: threads.try_into().expect("nonzero"), ..PackOptions::default() };
+        let input = Input::Git(GitInput { source: Arc::clone(&git_source), request: request.clone() });
+        let mut out = std::io::Cursor::new(Vec::new());
+        let built =
+            publish::build(input, &Selection::default(), &Limits::default(), &options, None, &mut out)
+                .expect("packs");
+        assert_eq!(built.packed.sha256, from_dir.packed.sha256, "{threads} threads");
+        assert!(out.into_inner() == from_dir.bytes, "{threads} threads: the same bytes");
+    }
 }

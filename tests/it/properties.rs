@@ -1,10 +1,17 @@
 //! Properties of the format over generated trees: metadata noise never changes the bytes, any
-//! change of content, name or exec bit changes the sha256, and the package reads back as the tree.
+//! change of content, name or exec bit changes the sha256, the package reads back as the tree,
+//! and a git commit of the tree (its blobs read from the mirror when packing) packs to its sha256.
 
-use lambda_packager::package::{self, Mode, PackOptions, SourceTree};
+use std::sync::Arc;
+
+use lambda_packager::package::{self, Limits, Mode, PackOptions, SourceTree};
+use lambda_packager::publish::{self, GitInput, Input};
+use lambda_packager::source::Selection;
+use lambda_packager::source::git::{GitConfig, GitRequest, GitSource};
 use proptest::prelude::*;
 
 use crate::support::archive::{self, Member, ZipMember};
+use crate::support::git_repo::{TestRepo, write_file};
 use crate::support::{pack_archive, unzip};
 
 /// A tree: (path, content, executable), sorted, with no path that is also a directory.
@@ -152,5 +159,33 @@ proptest! {
             .map(|(p, mode, data)| (p, data, mode == 0o100755))
             .collect();
         prop_assert_eq!(read, t);
+    }
+}
+
+proptest! {
+    // Each case makes a repository and fetches it: a few cases are enough for what differs
+    // (blobs read from the mirror at packing time, shared blobs, exec bits, names).
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_git_commit_packs_to_the_sha256_of_the_same_tree(t in tree()) {
+        let (_root, repo) = TestRepo::temp();
+        for (path, content, exec) in &t {
+            write_file(repo.path(), path, content, *exec);
+        }
+        repo.commit("tree");
+        let mirrors = tempfile::tempdir().expect("temp dir");
+        let config = GitConfig {
+            allowed_remotes: vec![repo.url()],
+            mirror_dir: mirrors.path().to_owned(),
+            ..GitConfig::default()
+        };
+        let source = Arc::new(GitSource::new(config).expect("a valid git config"));
+        let request = GitRequest { repo: repo.url(), reference: "main".into(), path: None };
+        let input = Input::Git(GitInput { source, request });
+        let mut out = std::io::Cursor::new(Vec::new());
+        let built = publish::build(input, &Selection::default(), &Limits::default(), &PackOptions::default(), None, &mut out)
+            .expect("packs");
+        prop_assert_eq!(built.packed.sha256, canonical(&t).sha256);
     }
 }

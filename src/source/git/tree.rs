@@ -4,18 +4,27 @@
 //! smudge filters) and no hook can change a byte: a file's bytes are its blob. Modes map as git
 //! defines them: 100644 is a regular file, 100755 an executable, 120000 a symlink whose target is
 //! the blob, 040000 a directory, 160000 a submodule. Trees are decoded only along the walk (so a
-//! large monorepo costs only the directories on the way to `path`), and blobs are read only for
-//! files the selection keeps, into the tree's spool file.
+//! large monorepo costs only the directories on the way to `path`), and of the blobs only the
+//! headers (kind and size) of files the selection keeps.
+//!
+//! Blobs are not copied anywhere: they are already on disk, in the mirror, and the packer reads
+//! each kept one from the mirror's object database when it compresses it ([`GitBlobs`]). No
+//! temp space is needed, whatever the size of the tree and the room left on the disk, and each
+//! blob is inflated once instead of being inflated, spooled and read back. This is safe without
+//! the mirror's lock because nothing ever deletes objects from a mirror (see `mirror`). A gix
+//! repository handle is not `Sync`, so each packing thread opens its own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::io::{self, Read};
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use gix::objs::tree::EntryKind;
 
 use super::mirror::Fetched;
 use crate::package::tree::validate_component;
-use crate::package::{Content, EntryPath, Limits, PathError, Spool, SpoolWriter};
+use crate::package::{BlobReader, BlobSource, Content, Contents, EntryPath, Limits, PathError};
 use crate::source::Error;
 use crate::source::walk::{Namespace, Node};
 
@@ -34,31 +43,35 @@ type Listing = Rc<BTreeMap<String, TreeEntry>>;
 /// The tree of one commit of a mirror.
 pub(crate) struct GitNamespace {
     repo: gix::Repository,
+    mirror: PathBuf,
     root: gix::ObjectId,
     /// Decoded trees by directory path, so resolving links does not decode a tree twice.
     listings: HashMap<Vec<String>, Listing>,
-    spool: SpoolWriter,
-    /// Blobs already in the spool (same content at several paths is copied once).
-    spooled: HashMap<gix::ObjectId, (u64, u64)>,
+    /// The kept blobs, in the order they were first kept: a blob's id in [`GitBlobs`] is its
+    /// index here.
+    blobs: Vec<gix::ObjectId>,
+    /// Kept blobs: id and size (the same content at several paths is one blob).
+    kept: HashMap<gix::ObjectId, (u64, u64)>,
     limits: Limits,
     /// Tree entries decoded so far, counted against `max_entries`.
     entries: u64,
-    /// Bytes copied into the spool so far.
+    /// Bytes of distinct kept blobs so far.
     bytes: u64,
 }
 
 impl GitNamespace {
-    /// Opens the commit's tree. Blobs will go to a spool file in `spool_dir`.
-    pub(crate) fn open(fetched: &Fetched, limits: &Limits, spool_dir: Option<&Path>) -> Result<Self, Error> {
-        let repo = gix::open_opts(&fetched.mirror, gix::open::Options::isolated()).map_err(read_error)?;
+    /// Opens the commit's tree.
+    pub(crate) fn open(fetched: &Fetched, limits: &Limits) -> Result<Self, Error> {
+        let repo = open_mirror(&fetched.mirror).map_err(read_error)?;
         let root =
             repo.find_commit(fetched.commit).map_err(read_error)?.tree_id().map_err(read_error)?.detach();
         Ok(Self {
             repo,
+            mirror: fetched.mirror.clone(),
             root,
             listings: HashMap::new(),
-            spool: SpoolWriter::new_in(spool_dir).map_err(Error::io)?,
-            spooled: HashMap::new(),
+            blobs: Vec::new(),
+            kept: HashMap::new(),
             limits: *limits,
             entries: 0,
             bytes: 0,
@@ -156,31 +169,73 @@ impl Namespace for GitNamespace {
     }
 
     fn materialize(&mut self, blob: &gix::ObjectId, path: &EntryPath) -> Result<(Content, u64), Error> {
-        if let Some(&(offset, size)) = self.spooled.get(blob) {
-            return Ok((Content::Spooled { offset }, size));
+        if let Some(&(id, size)) = self.kept.get(blob) {
+            return Ok((Content::Blob { id }, size));
         }
-        // The size comes from the object header, so a blob that would cross the limit is
-        // refused before it is inflated (git objects compress very well).
-        let size = self.repo.find_header(*blob).map_err(read_error)?.size();
+        // Only the header: the size is checked against the limit, and the kind against the
+        // tree's word, without inflating the blob (git objects compress very well).
+        let header = self.repo.find_header(*blob).map_err(read_error)?;
+        let size = header.size();
+        if header.kind() != gix::object::Kind::Blob {
+            return Err(corrupt(format!("{path}: object {blob} is not a blob")));
+        }
         if self.bytes.saturating_add(size) > self.limits.max_unpacked_bytes {
             return Err(Error::UnpackedTooLarge { max: self.limits.max_unpacked_bytes });
         }
-        let object = self.repo.find_object(*blob).map_err(read_error)?;
-        if object.kind != gix::object::Kind::Blob || object.data.len() as u64 != size {
-            return Err(corrupt(format!("{path}: object {blob} is not a blob of {size} bytes")));
-        }
-        let offset = self.spool.append_bytes(&object.data).map_err(Error::io)?;
         self.bytes += size;
-        self.spooled.insert(*blob, (offset, size));
-        Ok((Content::Spooled { offset }, size))
+        let id = self.blobs.len() as u64;
+        self.blobs.push(*blob);
+        self.kept.insert(*blob, (id, size));
+        Ok((Content::Blob { id }, size))
     }
 
-    fn into_spool(self) -> Result<Option<Spool>, Error> {
-        self.spool.finish().map(Some).map_err(Error::io)
+    fn into_contents(self) -> Result<Contents, Error> {
+        Ok(Contents::Blobs(Arc::new(GitBlobs { mirror: self.mirror, blobs: self.blobs })))
     }
 }
 
-fn read_error(e: gix::Error) -> Error {
+/// Opens a mirror for reading objects, with none of the host's configuration.
+fn open_mirror(mirror: &std::path::Path) -> Result<gix::Repository, gix::Error> {
+    gix::open_opts(mirror, gix::open::Options::isolated())
+}
+
+/// The kept blobs of one commit, read from the mirror's object database at packing time.
+#[derive(Debug)]
+pub(crate) struct GitBlobs {
+    mirror: PathBuf,
+    blobs: Vec<gix::ObjectId>,
+}
+
+impl BlobSource for GitBlobs {
+    /// Opens the mirror again for this thread: one handle per packing thread, none shared.
+    fn reader(&self) -> io::Result<Box<dyn BlobReader + '_>> {
+        let repo = open_mirror(&self.mirror).map_err(io::Error::other)?;
+        Ok(Box::new(GitBlobReader { repo, blobs: &self.blobs }))
+    }
+}
+
+struct GitBlobReader<'a> {
+    repo: gix::Repository,
+    blobs: &'a [gix::ObjectId],
+}
+
+impl BlobReader for GitBlobReader<'_> {
+    fn open(&mut self, id: u64, size: u64) -> io::Result<Box<dyn Read>> {
+        let oid = usize::try_from(id).ok().and_then(|i| self.blobs.get(i)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no kept blob {id} in this tree"))
+        })?;
+        let object = self.repo.find_object(*oid).map_err(io::Error::other)?.detach();
+        if object.kind != gix::object::Kind::Blob || object.data.len() as u64 != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("object {oid} is not a blob of {size} bytes"),
+            ));
+        }
+        Ok(Box::new(io::Cursor::new(object.data)))
+    }
+}
+
+fn read_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::GitRead(Box::new(e))
 }
 
