@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::{ApiError, ErrorBody, ErrorDetail, Reported};
+use super::error::{ApiError, Reported};
 use super::state::AppState;
 
 /// Requires `Authorization: Bearer <token>` with a configured token, when tokens are
@@ -95,34 +95,15 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The code of a bare error status produced outside the handlers (axum rejections, tower
-/// layers, panics).
-fn code_for(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal_error",
-        _ => "error",
-    }
-}
-
 /// Gives every error response the JSON envelope, and logs each failure once, inside the
-/// request's span: 5xx at ERROR with the full cause chain, 4xx at INFO.
+/// request's span: 5xx at ERROR with the full cause chain, 4xx at INFO. A bare error status
+/// from outside the handlers (an axum rejection, a tower layer) becomes
+/// [`ApiError::Rejected`], so its code comes from the same match as every other.
 pub(crate) async fn error_envelope(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if let Some(Reported(error)) = response.extensions().get::<Reported>() {
-        let (_, code) = error.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), error.code = code, error = %error.report(), "request failed");
-        } else {
-            tracing::info!(status = status.as_u16(), error.code = code, error = %error.report(), "request refused");
-        }
+        log_failure(status, error);
         return response;
     }
     if !(status.is_client_error() || status.is_server_error()) {
@@ -133,21 +114,36 @@ pub(crate) async fn error_envelope(request: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let code = code_for(status);
-    let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        tracing::error!(status = status.as_u16(), error = %text, "request failed");
-        "the service failed to handle this request; the x-request-id header identifies it in the logs"
-            .to_owned()
-    } else {
-        tracing::info!(status = status.as_u16(), error.code = code, error = %text, "request refused");
-        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text }
-    };
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let mut rebuilt = ApiError::Rejected { status, message }.into_response();
+    if let Some(Reported(error)) = rebuilt.extensions().get::<Reported>() {
+        log_failure(status, error);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_TYPE);
-    let body = axum::Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message } });
-    let mut rebuilt = (status, body).into_response();
     rebuilt.headers_mut().extend(parts.headers);
     rebuilt
+}
+
+fn log_failure(status: StatusCode, error: &ApiError) {
+    let (_, code) = error.status_and_code();
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), error.code = code, error = %error.report(), "request failed");
+    } else {
+        tracing::info!(status = status.as_u16(), error.code = code, error = %error.report(), "request refused");
+    }
+}
+
+/// The answer of a handler that panicked: the JSON 500 envelope (the panic's message goes to
+/// the log, through the envelope middleware, never to the client).
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic with no message");
+    ApiError::Panicked(message.to_owned()).into_response()
 }
 
 /// The answer for paths that match no route.

@@ -9,15 +9,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::publish::Publisher;
+use crate::packages::Packages;
 
 /// Settings of the HTTP layer itself.
 #[derive(Debug)]
 pub struct ApiSettings {
     /// Largest request body.
     pub max_body_bytes: u64,
-    /// Whether requests may add their own key prefix.
-    pub allow_request_prefix: bool,
+    /// Where uploads past 1 MiB are kept while they arrive (`None`: the system temp directory).
+    pub upload_dir: Option<std::path::PathBuf>,
     /// SHA-256 of each accepted bearer token (compared in constant time; the tokens themselves
     /// are not kept).
     pub token_digests: Vec<[u8; 32]>,
@@ -51,7 +51,7 @@ impl ApiSettings {
     pub fn from_config(config: &Config) -> Self {
         Self {
             max_body_bytes: config.server.max_body_bytes,
-            allow_request_prefix: config.store.allow_request_prefix,
+            upload_dir: config.pack.temp_dir.clone(),
             token_digests: config
                 .auth
                 .tokens
@@ -71,12 +71,10 @@ impl ApiSettings {
 /// What handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The publishing use case (and through it the store and the blocking pool).
-    pub publisher: Arc<Publisher>,
+    /// The packages service: every use case (and through it the store, the pool, git).
+    pub packages: Arc<Packages>,
     /// HTTP settings.
     pub settings: Arc<ApiSettings>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// The configured git sources (disabled when no remote is allowed).
-    pub git: Arc<crate::source::git::GitSource>,
 }

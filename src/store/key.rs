@@ -13,6 +13,10 @@ use crate::package::Sha256Hex;
 /// Longest key prefix, in bytes (S3 keys are at most 1,024 bytes).
 pub const MAX_PREFIX_BYTES: usize = 512;
 
+/// The folder, under the operator's prefix, that holds the service's own objects (the listing
+/// index). No key prefix may contain it as a component, so no package can be stored inside it.
+pub const RESERVED_FOLDER: &str = ".lambda-packager";
+
 /// Why a name or key is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -21,7 +25,7 @@ pub enum KeyError {
     FunctionName,
     /// Not a valid key prefix.
     #[error(
-        "a key prefix is empty or ends with '/', has no empty, '.' or '..' component, no leading '/' and no control character, and is at most {MAX_PREFIX_BYTES} bytes"
+        "a key prefix is empty or ends with '/', has no empty, '.', '..' or '{RESERVED_FOLDER}' component, no leading '/' and no control character, and is at most {MAX_PREFIX_BYTES} bytes"
     )]
     Prefix,
     /// Not a package key.
@@ -82,7 +86,7 @@ impl FromStr for KeyPrefix {
         let body = s.strip_suffix('/').ok_or(KeyError::Prefix)?;
         let ok = s.len() <= MAX_PREFIX_BYTES
             && !s.chars().any(char::is_control)
-            && body.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            && body.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && c != RESERVED_FOLDER);
         if ok { Ok(Self(s.to_owned())) } else { Err(KeyError::Prefix) }
     }
 }
@@ -119,11 +123,6 @@ impl ObjectKey {
     /// The file name without the prefix.
     pub fn file_name(&self) -> String {
         format!("lambda-{}-{}.zip", self.function, self.sha256)
-    }
-
-    /// Where a function's packages start: `{prefix}lambda-{function}-`.
-    pub fn function_prefix(prefix: &KeyPrefix, function: &FunctionName) -> String {
-        format!("{}lambda-{}-", prefix.as_str(), function)
     }
 
     /// The MIME type stored with the object.
@@ -163,6 +162,105 @@ impl FromStr for ObjectKey {
     }
 }
 
+/// Everything a store holds, by kind: the one type every [`Store`](super::Store) method takes
+/// and every listing returns, so no `&str` key crosses the store's boundary. Each kind's name
+/// is built in exactly one place ([`StoreKey::name`]) and parsed back in exactly one place
+/// ([`ListPrefix::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StoreKey {
+    /// A package: `{prefix}lambda-{function}-{sha256}.zip`.
+    Package(ObjectKey),
+}
+
+impl StoreKey {
+    /// The object's name in the store.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Package(key) => key.to_string(),
+        }
+    }
+
+    /// The MIME type stored with the object.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Package(key) => key.content_type(),
+        }
+    }
+
+    /// The `Cache-Control` stored with the object: every object the service writes is
+    /// immutable (content-addressed packages; index entries are never rewritten).
+    pub fn cache_control(&self) -> &'static str {
+        "public, max-age=31536000, immutable"
+    }
+
+    /// The package key, if this is one.
+    pub fn as_package(&self) -> Option<&ObjectKey> {
+        match self {
+            Self::Package(key) => Some(key),
+        }
+    }
+}
+
+impl From<ObjectKey> for StoreKey {
+    fn from(key: ObjectKey) -> Self {
+        Self::Package(key)
+    }
+}
+
+impl From<&ObjectKey> for StoreKey {
+    fn from(key: &ObjectKey) -> Self {
+        Self::Package(key.clone())
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// What a [`Store::list`](super::Store::list) call lists: a typed prefix, which decides the
+/// raw prefix, whether deeper "folders" are included, and how returned names are parsed
+/// (names that parse as no key of the expected kind are skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListPrefix {
+    /// One function's packages directly under `prefix` (not in deeper folders): names
+    /// `{prefix}lambda-{function}-{sha256}.zip` of exactly this function (`lambda-orders-` also
+    /// starts `lambda-orders-api-…` keys, which are skipped).
+    Packages {
+        /// The key prefix.
+        prefix: KeyPrefix,
+        /// The function.
+        function: FunctionName,
+    },
+}
+
+impl ListPrefix {
+    /// The raw prefix every listed name starts with.
+    pub fn raw(&self) -> String {
+        match self {
+            Self::Packages { prefix, function } => format!("{}lambda-{function}-", prefix.as_str()),
+        }
+    }
+
+    /// Whether names in deeper folders than the prefix's are listed too (no delimiter).
+    pub fn recursive(&self) -> bool {
+        match self {
+            Self::Packages { .. } => false,
+        }
+    }
+
+    /// The key a listed name stands for, if it is one this listing returns.
+    pub fn parse(&self, name: &str) -> Option<StoreKey> {
+        match self {
+            Self::Packages { prefix, function } => {
+                let key = name.parse::<ObjectKey>().ok()?;
+                (key.function() == function && key.prefix() == prefix).then_some(StoreKey::Package(key))
+            }
+        }
+    }
+}
+
 impl Serialize for ObjectKey {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -196,7 +294,18 @@ mod tests {
         for ok in ["", "lambda/", "team a/builds/"] {
             assert!(ok.parse::<KeyPrefix>().is_ok(), "{ok:?}");
         }
-        for bad in ["x", "/x/", "a//", "../", "a/../", "./", "a\n/", &format!("{}/", "x".repeat(512))] {
+        for bad in [
+            "x",
+            "/x/",
+            "a//",
+            "../",
+            "a/../",
+            "./",
+            "a\n/",
+            ".lambda-packager/",
+            "ci/.lambda-packager/",
+            &format!("{}/", "x".repeat(512)),
+        ] {
             assert_eq!(bad.parse::<KeyPrefix>(), Err(KeyError::Prefix), "{bad:?}");
         }
     }

@@ -1,8 +1,10 @@
 //! The local-directory backend: the embedded default, and a single-replica deployment option.
 //!
-//! Zips are built in `<root>/.staging/` (same file system as their final place), fsynced, then
-//! published with a no-clobber rename (`renameat2(RENAME_NOREPLACE)`, or link + unlink where that
-//! is missing), and the directory is fsynced. "Already exists" means someone else stored the
+//! An object is written to a temp file, fsynced, then published with a no-clobber rename
+//! (`renameat2(RENAME_NOREPLACE)`, or link + unlink where that is missing), and the directory is
+//! fsynced. A temp file handed over by the caller is renamed into place straight from where it
+//! is when it is on the store's file system (no copy), and copied into `<root>/.staging/` first
+//! otherwise; bytes in memory are written there. "Already exists" means someone else stored the
 //! key first. A reader therefore never sees a partial file under a final name, and a crash
 //! leaves at most a temp file in `.staging/`, which the startup sweep removes. One directory
 //! serves one process: the sweep would remove a second process's uploads in progress.
@@ -23,8 +25,11 @@ use futures_util::StreamExt;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use super::key::ObjectKey;
-use super::{ByteRange, Error, ObjectBody, ObjectMeta, PutOutcome, Staged, StagedBytes, Store};
+use super::key::{ObjectKey, StoreKey};
+use super::{
+    ByteRange, Error, ListCursor, ListRequest, Listing, ObjectBody, ObjectMeta, PutOutcome, Staged,
+    StagedBytes, Store,
+};
 
 /// Name of the staging directory under the root.
 pub const STAGING_DIR: &str = ".staging";
@@ -63,10 +68,9 @@ fn open_dir(dir: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-/// The folders and the file name of a key, if it is a valid package key (so no component is
-/// empty, `.` or `..`) outside the staging directory.
+/// The folders and the file name of a key's name, if it is outside the staging directory. A
+/// [`StoreKey`] has no empty, `.` or `..` component (its parts were validated when it was made).
 fn split_key(key: &str) -> Option<(Vec<&str>, &str)> {
-    key.parse::<ObjectKey>().ok()?;
     let mut dirs: Vec<&str> = key.split('/').collect();
     let name = dirs.pop()?;
     (dirs.first() != Some(&STAGING_DIR)).then_some((dirs, name))
@@ -172,6 +176,118 @@ impl LocalStore {
     }
 }
 
+/// How a put's bytes were made ready to be published.
+enum Staging {
+    /// The caller's temp file was renamed into place (it was on the store's file system).
+    Moved,
+    /// The caller's temp file could not be renamed because the name exists.
+    Exists,
+    /// A temp file in `.staging/`, to publish.
+    Copy(tempfile::TempPath),
+}
+
+impl LocalStore {
+    /// Makes `data` ready to be published as `name` in `dir`: a caller's temp file is fsynced
+    /// and renamed into place directly when it is on this file system; otherwise (another
+    /// file system, or bytes in memory) the bytes are written to a temp file in `.staging/`.
+    fn stage(&self, data: StagedBytes, dir: BorrowedFd<'_>, name: &str) -> io::Result<Staging> {
+        let mut file = match data {
+            StagedBytes::File(file) => {
+                prepare(file.as_file())?;
+                let temp = file.into_temp_path();
+                match publish_noclobber(&temp, dir, name) {
+                    Ok(()) => {
+                        let _ = temp.keep();
+                        return Ok(Staging::Moved);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Staging::Exists),
+                    Err(e) if e.raw_os_error() == Some(Errno::XDEV.raw_os_error()) => {}
+                    Err(e) => return Err(e),
+                }
+                let mut copy = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
+                io::copy(&mut File::open(&temp)?, copy.as_file_mut())?;
+                copy
+            }
+            StagedBytes::Memory(bytes) => {
+                let mut file = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
+                file.write_all(&bytes)?;
+                file
+            }
+        };
+        file.flush()?;
+        prepare(file.as_file())?;
+        Ok(Staging::Copy(file.into_temp_path()))
+    }
+
+    /// One page of a listing: the folder of the prefix, read whole (a local folder has no
+    /// server-side paging), its regular files whose names start with the prefix's last part and
+    /// come after `start_after`, in byte order, parsed as keys of the listed kind.
+    fn list_folder(&self, request: &ListRequest) -> io::Result<Listing> {
+        let raw = request.prefix().raw();
+        let (dir, name_prefix) = match raw.rfind('/') {
+            Some(i) => (&raw[..=i], &raw[i + 1..]),
+            None => ("", raw.as_str()),
+        };
+        let components: Vec<&str> = dir.split_terminator('/').collect();
+        if components.first() == Some(&STAGING_DIR) {
+            return Ok(Listing::default());
+        }
+        let Some(folder) = self.folder(&components, false)? else {
+            return Ok(Listing::default());
+        };
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&folder)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "." || name == ".." || !name.starts_with(name_prefix) {
+                continue;
+            }
+            let full = format!("{dir}{name}");
+            if request.start_after().is_none_or(|after| full.as_str() > after) {
+                names.push(full);
+            }
+        }
+        names.sort_unstable();
+        let mut listing = Listing::default();
+        for (i, full) in names.iter().enumerate() {
+            if listing.objects.len() == request.max() {
+                let last = names[i - 1].clone();
+                listing.next = Some(ListCursor::after_name(last));
+                break;
+            }
+            let Some(key) = request.prefix().parse(full) else {
+                continue;
+            };
+            let name = &full[dir.len()..];
+            // Opened no-follow (O_PATH): a symlink is the link itself, not a file, so skipped.
+            let fd = match rustix::fs::openat(
+                &folder,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(e) if is_absent(e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let meta = File::from(fd).metadata()?;
+            if meta.is_file() {
+                listing.objects.push((key, meta_of(&meta)));
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// Readies a temp file for publishing: readable by all (temp files are created 0600, a stored
+/// object is as readable as any other file) and on disk.
+fn prepare(file: &File) -> io::Result<()> {
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    file.sync_all()
+}
+
 /// Publishes the temp file at `temp` as `name` in `dir` unless that name exists: the kernel's
 /// `renameat2(RENAME_NOREPLACE)`, or, where the file system lacks it, `linkat` (which fails on
 /// an existing name) and then removing the temp name.
@@ -186,9 +302,8 @@ fn publish_noclobber(temp: &Path, dir: BorrowedFd<'_>, name: &str) -> io::Result
     Ok(())
 }
 
-fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
+fn meta_of(meta: &fs::Metadata) -> ObjectMeta {
     ObjectMeta {
-        key,
         size: meta.len(),
         last_modified: meta.modified().ok(),
         version_id: None,
@@ -205,44 +320,33 @@ impl Store for LocalStore {
         format!("file://{}", self.root.join(key.to_string()).display())
     }
 
-    fn staging_dir(&self) -> Option<&Path> {
-        Some(&self.staging)
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, Error> {
-        let (store, key) = (self.clone(), key.to_owned());
+    async fn head(&self, key: &StoreKey) -> Result<Option<ObjectMeta>, Error> {
+        let (store, key) = (self.clone(), key.name());
         // O_PATH: enough for fstat, needs no read permission, and opens nothing that could block.
-        blocking(move || Ok(store.open_object(&key, OFlags::PATH)?.map(|o| meta_of(key, &o.meta)))).await
+        blocking(move || Ok(store.open_object(&key, OFlags::PATH)?.map(|o| meta_of(&o.meta)))).await
     }
 
-    async fn put_if_absent(&self, key: &ObjectKey, staged: Staged) -> Result<PutOutcome, Error> {
-        let (store, key) = (self.clone(), key.to_string());
+    async fn put_if_absent(&self, key: &StoreKey, staged: Staged) -> Result<PutOutcome, Error> {
+        let (store, key) = (self.clone(), key.name());
         blocking(move || {
             let (dirs, name) = split_key(&key).ok_or_else(|| {
                 io::Error::other(format!("{key:?} cannot be stored in the local store (reserved folder)"))
             })?;
-            let file = match staged.data {
-                StagedBytes::File(file) => file,
-                StagedBytes::Memory(bytes) => {
-                    let mut file = tempfile::Builder::new().prefix("tmp-").tempfile_in(&store.staging)?;
-                    file.write_all(&bytes)?;
-                    file
-                }
-            };
-            // Temp files are created 0600; a stored package is as readable as any other file.
-            file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-            file.as_file().sync_all()?;
             let dir =
                 store.folder(&dirs, true)?.ok_or_else(|| io::Error::other("the key's folder vanished"))?;
+            let temp = store.stage(staged.data, dir.as_fd(), name)?;
             // The temp file is removed when `temp` drops, unless it was published.
-            let temp = file.into_temp_path();
-            let outcome = match publish_noclobber(&temp, dir.as_fd(), name) {
-                Ok(()) => {
-                    let _ = temp.keep();
-                    PutOutcome::Created { version_id: None }
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
-                Err(e) => return Err(e),
+            let outcome = match temp {
+                Staging::Moved => PutOutcome::Created { version_id: None },
+                Staging::Exists => PutOutcome::AlreadyExists,
+                Staging::Copy(temp) => match publish_noclobber(&temp, dir.as_fd(), name) {
+                    Ok(()) => {
+                        let _ = temp.keep();
+                        PutOutcome::Created { version_id: None }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
+                    Err(e) => return Err(e),
+                },
             };
             rustix::fs::fsync(&dir)?;
             Ok(outcome)
@@ -250,57 +354,13 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectMeta>, Error> {
-        let (dir, name_prefix) = match prefix.rfind('/') {
-            Some(i) => (&prefix[..=i], &prefix[i + 1..]),
-            None => ("", prefix),
-        };
-        let components: Vec<String> = dir.split_terminator('/').map(str::to_owned).collect();
-        if components.iter().any(|c| c.is_empty() || c == "." || c == ".." || c == STAGING_DIR) {
-            return Ok(Vec::new());
-        }
-        let (store, dir, name_prefix) = (self.clone(), dir.to_owned(), name_prefix.to_owned());
-        blocking(move || {
-            let mut out = Vec::new();
-            let components: Vec<&str> = components.iter().map(String::as_str).collect();
-            let Some(folder) = store.folder(&components, false)? else {
-                return Ok(out);
-            };
-            for entry in rustix::fs::Dir::read_from(&folder)? {
-                let entry = entry?;
-                let Ok(name) = entry.file_name().to_str() else {
-                    continue;
-                };
-                if !name.starts_with(&name_prefix) || name == "." || name == ".." {
-                    continue;
-                }
-                // Opened no-follow (O_PATH): a symlink is the link itself, not a file, so skipped.
-                let fd = match rustix::fs::openat(
-                    &folder,
-                    name,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
-                    Ok(fd) => fd,
-                    Err(e) if is_absent(e) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                let meta = File::from(fd).metadata()?;
-                if !meta.is_file() {
-                    continue;
-                }
-                out.push(meta_of(format!("{dir}{name}"), &meta));
-                if out.len() >= max {
-                    break;
-                }
-            }
-            Ok(out)
-        })
-        .await
+    async fn list(&self, request: &ListRequest) -> Result<Listing, Error> {
+        let (store, request) = (self.clone(), request.clone());
+        blocking(move || store.list_folder(&request)).await
     }
 
-    async fn read_range(&self, key: &str, range: ByteRange) -> Result<Bytes, Error> {
-        let (store, key) = (self.clone(), key.to_owned());
+    async fn read_range(&self, key: &StoreKey, range: ByteRange) -> Result<Bytes, Error> {
+        let (store, key) = (self.clone(), key.name());
         let result = blocking(move || {
             let Opened { file, meta } = store.open_for_reading(&key)?;
             let len = meta.len();
@@ -316,8 +376,8 @@ impl Store for LocalStore {
         not_found_as(result)
     }
 
-    async fn get(&self, key: &str) -> Result<ObjectBody, Error> {
-        let (store, key) = (self.clone(), key.to_owned());
+    async fn get(&self, key: &StoreKey) -> Result<ObjectBody, Error> {
+        let (store, key) = (self.clone(), key.name());
         let Opened { file, meta } = not_found_as(blocking(move || store.open_for_reading(&key)).await)?;
         let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
         Ok(ObjectBody { size: meta.len(), stream: stream.boxed() })

@@ -2,24 +2,29 @@
 //! dispatched through the closed enum [`Backend`], and one contract test suite for both.
 //!
 //! The store offers primitives; the dedup algorithm built on them (HEAD, verify, put once,
-//! verify again after a lost race) lives in `publish`, so it is the same for every backend.
-//! `put_if_absent` must be atomic and exactly-once on every backend: `If-None-Match: *` on S3, a
-//! no-clobber link on disk. A partial object never appears under a final key.
+//! verify again after a lost race) lives in the packages service, so it is the same for every
+//! backend. `put_if_absent` must be atomic and exactly-once on every backend: `If-None-Match: *`
+//! on S3, a no-clobber link on disk. A partial object never appears under a final key.
+//!
+//! Every method takes a typed [`StoreKey`] and every listing a typed [`ListPrefix`]: a key is
+//! parsed once, at the edge, and keeps its type down to the backend, which alone turns it into a
+//! name. The store's configuration types live here too ([`config`]), so that the configuration
+//! module imports the store and never the other way round.
 
+pub mod config;
 pub mod key;
 pub mod local;
 pub mod s3;
 
 use std::future::Future;
 use std::io;
-use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use tempfile::NamedTempFile;
 
-use self::key::ObjectKey;
+use self::key::{ListPrefix, ObjectKey, StoreKey};
 use self::local::LocalStore;
 use self::s3::S3Store;
 use crate::package::Sha256Hex;
@@ -27,8 +32,6 @@ use crate::package::Sha256Hex;
 /// What a store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
-    /// The full key.
-    pub key: String,
     /// Size in bytes.
     pub size: u64,
     /// When it was stored.
@@ -56,8 +59,8 @@ pub enum PutOutcome {
 pub enum StagedBytes {
     /// In memory (small packages: no temp file is created unless a local store stores it).
     Memory(bytes::Bytes),
-    /// A temp file in the store's staging directory, if it has one (removed when dropped,
-    /// unless a local store linked it into place).
+    /// A temp file (removed when dropped, unless a local store moved it into place: it does
+    /// so without a copy when the file is on the store's file system).
     File(NamedTempFile),
 }
 
@@ -94,6 +97,78 @@ pub struct ObjectBody {
     pub stream: BoxStream<'static, io::Result<Bytes>>,
 }
 
+/// One [`Store::list`] call: a typed prefix, where to start, and how many names at most.
+///
+/// Names come back in ascending byte order (S3's order, and the local store's), starting after
+/// `start_after` when given. One call is one request to the backend (one `ListObjectsV2`), so a
+/// caller can count what a listing costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    prefix: ListPrefix,
+    start_after: Option<String>,
+    max: usize,
+}
+
+impl ListRequest {
+    /// The first names under `prefix`, at most `max` of them (S3 caps one call at 1,000).
+    pub fn new(prefix: ListPrefix, max: usize) -> Self {
+        Self { prefix, start_after: None, max: max.clamp(1, MAX_LIST) }
+    }
+
+    /// Continues after the key `key`.
+    pub fn after_key(mut self, key: &StoreKey) -> Self {
+        self.start_after = Some(key.name());
+        self
+    }
+
+    /// Continues where an earlier listing stopped.
+    pub fn after(mut self, cursor: &ListCursor) -> Self {
+        self.start_after = Some(cursor.0.clone());
+        self
+    }
+
+    /// The typed prefix.
+    pub fn prefix(&self) -> &ListPrefix {
+        &self.prefix
+    }
+
+    /// Where the listing starts (exclusive), as a raw name.
+    pub fn start_after(&self) -> Option<&str> {
+        self.start_after.as_deref()
+    }
+
+    /// Most names returned.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// Most names one [`Store::list`] call returns: S3's own page limit.
+pub const MAX_LIST: usize = 1000;
+
+/// Where a listing stopped: the last name it looked at (which may be a name it skipped, as no
+/// key of the listed kind). Opaque: only a store makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor(String);
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The keys of the listed kind, in ascending order of their names, with what the listing
+    /// says about each (size and time; no version id, checksum or metadata).
+    pub objects: Vec<(StoreKey, ObjectMeta)>,
+    /// `Some` when there may be more names after this page: pass it to
+    /// [`ListRequest::after`].
+    pub next: Option<ListCursor>,
+}
+
+impl ListCursor {
+    /// A cursor after the raw name `name` (backends only).
+    pub(crate) fn after_name(name: String) -> Self {
+        Self(name)
+    }
+}
+
 impl std::fmt::Debug for ObjectBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectBody").field("size", &self.size).finish_non_exhaustive()
@@ -128,30 +203,30 @@ pub trait Store: Send + Sync {
     /// A URL for humans: `s3://bucket/key` or `file:///dir/key`.
     fn location(&self, key: &ObjectKey) -> String;
 
-    /// A directory where zips should be built so [`Store::put_if_absent`] can publish them
-    /// without a copy (the local store's own staging directory), if the backend has one.
-    fn staging_dir(&self) -> Option<&Path>;
-
     /// Metadata of the object under `key`, or `None` if there is none. An access error is an
     /// error, never `None`.
-    fn head(&self, key: &str) -> impl Future<Output = Result<Option<ObjectMeta>, Error>> + Send;
+    fn head(&self, key: &StoreKey) -> impl Future<Output = Result<Option<ObjectMeta>, Error>> + Send;
 
     /// Stores `staged` under `key` unless something is already there, atomically.
     fn put_if_absent(
         &self,
-        key: &ObjectKey,
+        key: &StoreKey,
         staged: Staged,
     ) -> impl Future<Output = Result<PutOutcome, Error>> + Send;
 
-    /// Every object whose key starts with `prefix` and has no `/` after it (objects in deeper
-    /// "folders" are not listed), up to `max` of them, in any order.
-    fn list(&self, prefix: &str, max: usize) -> impl Future<Output = Result<Vec<ObjectMeta>, Error>> + Send;
+    /// One page of the keys a [`ListRequest`] asks for, in ascending order of their names: one
+    /// request to the backend.
+    fn list(&self, request: &ListRequest) -> impl Future<Output = Result<Listing, Error>> + Send;
 
     /// A byte range of an object (for reading a zip's central directory without downloading it).
-    fn read_range(&self, key: &str, range: ByteRange) -> impl Future<Output = Result<Bytes, Error>> + Send;
+    fn read_range(
+        &self,
+        key: &StoreKey,
+        range: ByteRange,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send;
 
     /// The whole object, streamed.
-    fn get(&self, key: &str) -> impl Future<Output = Result<ObjectBody, Error>> + Send;
+    fn get(&self, key: &StoreKey) -> impl Future<Output = Result<ObjectBody, Error>> + Send;
 
     /// Whether the store is reachable and usable (for `/readyz`).
     fn ready(&self) -> impl Future<Output = Result<(), Error>> + Send;
@@ -185,27 +260,23 @@ impl Store for Backend {
         dispatch!(self, s => s.location(key))
     }
 
-    fn staging_dir(&self) -> Option<&Path> {
-        dispatch!(self, s => s.staging_dir())
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, Error> {
+    async fn head(&self, key: &StoreKey) -> Result<Option<ObjectMeta>, Error> {
         dispatch!(self, s => s.head(key).await)
     }
 
-    async fn put_if_absent(&self, key: &ObjectKey, staged: Staged) -> Result<PutOutcome, Error> {
+    async fn put_if_absent(&self, key: &StoreKey, staged: Staged) -> Result<PutOutcome, Error> {
         dispatch!(self, s => s.put_if_absent(key, staged).await)
     }
 
-    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectMeta>, Error> {
-        dispatch!(self, s => s.list(prefix, max).await)
+    async fn list(&self, request: &ListRequest) -> Result<Listing, Error> {
+        dispatch!(self, s => s.list(request).await)
     }
 
-    async fn read_range(&self, key: &str, range: ByteRange) -> Result<Bytes, Error> {
+    async fn read_range(&self, key: &StoreKey, range: ByteRange) -> Result<Bytes, Error> {
         dispatch!(self, s => s.read_range(key, range).await)
     }
 
-    async fn get(&self, key: &str) -> Result<ObjectBody, Error> {
+    async fn get(&self, key: &StoreKey) -> Result<ObjectBody, Error> {
         dispatch!(self, s => s.get(key).await)
     }
 

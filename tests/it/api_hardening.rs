@@ -131,9 +131,9 @@ async fn a_full_worker_pool_answers_busy_with_retry_after() {
     })
     .await;
     let (hold, release) = std::sync::mpsc::channel::<()>();
-    let pool = app.state.publisher.pool().clone();
-    let holder = tokio::spawn(async move { pool.run(move || release.recv()).await });
-    while app.state.publisher.pool().busy() == 0 {
+    let packages = std::sync::Arc::clone(&app.state.packages);
+    let holder = tokio::spawn(async move { packages.run_blocking(move || release.recv()).await });
+    while app.state.packages.busy_workers() == 0 {
         tokio::task::yield_now().await;
     }
     let busy = app.post(URI, basic().tar()).await;

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use lambda_packager::config::S3StoreConfig;
 use lambda_packager::package::Sha256Hex;
+use lambda_packager::store::config::S3StoreConfig;
 use lambda_packager::store::s3::{S3Settings, S3Store};
 use rstest::rstest;
 use serde_json::Value;

@@ -41,7 +41,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lambda_packager::config::S3StoreConfig;
+use lambda_packager::store::config::S3StoreConfig;
 use lambda_packager::store::s3::{S3Settings, S3Store};
 
 /// The variable `./scripts/test` sets to the `moto_server` executable.
