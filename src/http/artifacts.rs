@@ -149,8 +149,68 @@ pub struct ArtifactDetail {
     pub location: String,
     /// Number of files.
     pub files: usize,
+    /// Where the package came from; `null` for packages stored before provenance was
+    /// recorded.
+    pub provenance: Option<ProvenanceInfo>,
     /// Every file, in zip order.
     pub entries: Vec<EntryInfo>,
+}
+
+/// Where a package came from, recorded when its object was created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProvenanceInfo {
+    /// The canonical format version of the bytes.
+    pub format_version: u32,
+    /// The lambda-packager version that built it.
+    pub packager_version: String,
+    /// The input format: `tar`, `tar.gz`, `zip` or `git`.
+    pub input_format: String,
+    /// SHA-256 of the archive as uploaded (hex); `null` for git.
+    pub source_sha256: Option<String>,
+    /// The git revision, for git input; `null` otherwise.
+    pub git: Option<GitProvenanceInfo>,
+    /// When the object was created (RFC 3339, UTC).
+    pub created: String,
+    /// The name of the token that created it; `null` without authentication.
+    pub created_by: Option<String>,
+    /// Fields whose values were too long to store whole and were cut (`git.repo`,
+    /// `git.ref`, `git.path`, `created_by`); absent when none was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<String>,
+}
+
+/// The git revision a package was built from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GitProvenanceInfo {
+    /// The remote, as requested.
+    pub repo: String,
+    /// The ref, as requested.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The commit it resolved to (40 hex digits).
+    pub commit: String,
+    /// The sub-directory packaged (`git.path`); `null` for the whole tree.
+    pub path: Option<String>,
+}
+
+impl From<&packages::Provenance> for ProvenanceInfo {
+    fn from(p: &packages::Provenance) -> Self {
+        Self {
+            format_version: p.format_version,
+            packager_version: p.packager_version.clone(),
+            input_format: p.input_format.clone(),
+            source_sha256: p.source_sha256.map(|s| s.to_string()),
+            git: p.git.as_ref().map(|g| GitProvenanceInfo {
+                repo: g.repo.clone(),
+                reference: g.reference.clone(),
+                commit: g.commit.clone(),
+                path: g.path.clone(),
+            }),
+            created: humantime::format_rfc3339_millis(p.created).to_string(),
+            created_by: p.created_by.clone(),
+            truncated: p.truncated.clone(),
+        }
+    }
 }
 
 /// A stored package's metadata and manifest (path, mode, size, CRC-32 of every file).
@@ -182,6 +242,7 @@ pub async fn get_artifact(
         version_id: detail.version_id,
         location: detail.location,
         files: detail.entries.len(),
+        provenance: detail.provenance.as_ref().map(ProvenanceInfo::from),
         entries: detail.entries.iter().map(EntryInfo::from).collect(),
     }))
 }

@@ -15,12 +15,13 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header;
 use futures_util::StreamExt;
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::body::{BodyRefused, Framed, FramingBudget, MinRate, refusal};
 use super::error::ApiError;
 use super::state::MinBodyRate;
-use crate::package::MEMORY_SPOOL_BYTES;
+use crate::package::{MEMORY_SPOOL_BYTES, Sha256Hex};
 use crate::packages::{BuildError, Error as PackagesError, PrefixPolicy};
 use crate::source::select::{MAX_PATTERN_BYTES, MAX_PATTERNS};
 use crate::source::{ArchiveBytes, Selection};
@@ -227,8 +228,9 @@ impl PackageOptions {
 /// What the body of a package request carries.
 #[derive(Debug)]
 pub(crate) enum Upload {
-    /// An archive, in memory when small, else in an unlinked temp file.
-    Archive(ArchiveBytes),
+    /// An archive, in memory when small, else in an unlinked temp file, and its SHA-256
+    /// (computed as it arrived).
+    Archive(ArchiveBytes, Sha256Hex),
     /// A JSON document (git source requests).
     Json(serde_json::Value),
 }
@@ -304,14 +306,16 @@ async fn temp_file(dir: Option<&Path>) -> Result<File, ApiError> {
 /// How many leading bytes of an upload [`Spooled::head`] keeps (what format detection reads).
 const HEAD_BYTES: usize = 512;
 
-/// An upload, and its first bytes.
+/// An upload, its first bytes, and its digest.
 struct Spooled {
     bytes: ArchiveBytes,
     head: Vec<u8>,
+    sha256: Sha256Hex,
 }
 
 /// Collects chunks in memory up to [`MEMORY_SPOOL_BYTES`], and into a new unlinked temp file
-/// beyond: small bundles (the common case) never touch the file system.
+/// beyond: small bundles (the common case) never touch the file system. Each chunk is hashed
+/// on its way through, so the upload's SHA-256 (its provenance) costs no second read.
 async fn spool<S, E>(
     mut chunks: S,
     dir: Option<&Path>,
@@ -326,8 +330,10 @@ where
     let mut head = Vec::new();
     let mut total = 0u64;
     let mut on_disk = None;
+    let mut hasher = Sha256::new();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(&chunk_error)?;
+        hasher.update(&chunk);
         total += chunk.len() as u64;
         if total > max {
             return Err(ApiError::PayloadTooLarge { max });
@@ -359,7 +365,7 @@ where
         }
         None => memory.into(),
     };
-    Ok(Spooled { bytes, head })
+    Ok(Spooled { bytes, head, sha256: Sha256Hex::from_bytes(hasher.finalize().into()) })
 }
 
 /// Where the body of a package request goes, and how it may arrive.
@@ -409,7 +415,7 @@ pub(crate) async fn read_body(
             content_type: content_type.chars().take(100).collect(),
         });
     }
-    Ok(Upload::Archive(spooled.bytes))
+    Ok(Upload::Archive(spooled.bytes, spooled.sha256))
 }
 
 /// A raw body that no archive format claims, but that starts like a JSON object: a git request
@@ -473,7 +479,8 @@ async fn read_multipart(
                     counted.delivered(chunk.len());
                 }
             });
-            bundle = Some(spool(field, limits.temp_dir, max, multipart_error).await?.bytes);
+            let spooled = spool(field, limits.temp_dir, max, multipart_error).await?;
+            bundle = Some((spooled.bytes, spooled.sha256));
         } else if field.file_name().is_some() {
             let shown: String = name.chars().take(64).collect();
             return Err(missing_bundle(format!(
@@ -486,7 +493,7 @@ async fn read_multipart(
             options.apply(option, &value)?;
         }
     }
-    bundle.map(Upload::Archive).ok_or_else(|| {
+    bundle.map(|(bytes, sha256)| Upload::Archive(bytes, sha256)).ok_or_else(|| {
         missing_bundle(format!(
             "a multipart request needs a file part named `{BUNDLE_PART}` (curl -F {BUNDLE_PART}=@fn.tar.gz)"
         ))

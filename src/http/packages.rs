@@ -199,9 +199,9 @@ pub async fn create_package(
         min_rate: state.settings.min_body_rate,
     };
     let upload = read_body(request, &mut options, &limits).await?;
-    let input = match upload {
-        Upload::Archive(file) => Input::Archive(file),
-        Upload::Json(value) => git_input(&state, value, &mut options)?,
+    let (input, source_sha256) = match upload {
+        Upload::Archive(file, sha256) => (Input::Archive(file), Some(sha256)),
+        Upload::Json(value) => (git_input(&state, value, &mut options)?, None),
     };
     let prefix = request_prefix(packages.prefixes(), options.prefix.as_deref())?;
     let published = packages
@@ -211,6 +211,8 @@ pub async fn create_package(
             selection: options.selection,
             input,
             dry_run: options.dry_run,
+            source_sha256,
+            created_by: None,
         })
         .await?;
     let status = if published.outcome == Outcome::Created { StatusCode::CREATED } else { StatusCode::OK };

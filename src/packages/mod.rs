@@ -12,6 +12,7 @@
 //! below imports it, and `http` and `cli` import it.
 
 mod error;
+mod provenance;
 mod publish;
 mod read;
 
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
 pub use self::error::Error;
+pub use self::provenance::{GitProvenance, Provenance};
 pub use self::publish::{
     Built, Decoded, Error as BuildError, Input, Outcome, PublishRequest, Published, build, decode,
 };

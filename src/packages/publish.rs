@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use tempfile::NamedTempFile;
 
+use super::provenance::{GitProvenance, Provenance};
 use super::{Error as PackagesError, Packages};
 use crate::package::{
-    self, CancelFlag, Limits, MEMORY_SPOOL_BYTES, PackOptions, Packed, SourceTree, is_storage_full,
+    self, CancelFlag, Limits, MEMORY_SPOOL_BYTES, PackOptions, Packed, Sha256Hex, SourceTree, is_storage_full,
 };
 use crate::source::git::{GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection, SourceFormat};
@@ -229,6 +230,11 @@ pub struct PublishRequest {
     pub input: Input,
     /// Compute everything, store nothing.
     pub dry_run: bool,
+    /// SHA-256 of the archive as it was received (the HTTP layer hashes the upload while it
+    /// arrives), for the package's provenance; `None` for git input.
+    pub source_sha256: Option<Sha256Hex>,
+    /// The name of the token that made the request, for the package's provenance.
+    pub created_by: Option<String>,
 }
 
 /// What happened to the package.
@@ -286,7 +292,8 @@ impl Packages {
     /// same verification.
     #[tracing::instrument(skip_all, fields(function = %request.function, dry_run = request.dry_run))]
     pub async fn publish(&self, request: PublishRequest) -> Result<Published, PackagesError> {
-        let PublishRequest { function, prefix, selection, input, dry_run } = request;
+        let PublishRequest { function, prefix, selection, input, dry_run, source_sha256, created_by } =
+            request;
         let prefix = self.settings.prefixes.resolve(prefix.as_ref())?;
         if let Input::Git(git) = &input {
             // Refused before the queue: no worker or network is used for a request that
@@ -298,6 +305,10 @@ impl Packages {
         let staging_dir = self.settings.temp_dir.clone();
         let (limits, spool_dir) = (self.settings.limits, self.settings.temp_dir.clone());
         let git_source = matches!(input, Input::Git(_)).then(|| Arc::clone(&self.git));
+        let git_path = match &input {
+            Input::Git(request) => request.path.clone(),
+            _ => None,
+        };
         let options = PackOptions { threads: self.settings.threads, cancel };
         let started = std::time::Instant::now();
         let (data, built) = self
@@ -356,7 +367,20 @@ impl Packages {
         let Some(data) = data else {
             return Err(PackagesError::InsufficientStorage { size: built.packed.size });
         };
-        let staged = Staged { data, size: built.packed.size, sha256: built.packed.sha256 };
+        let git = built.git.as_ref().map(|g| GitProvenance {
+            repo: g.repo.clone(),
+            reference: g.reference.clone(),
+            commit: g.commit.clone(),
+            path: git_path.clone(),
+        });
+        let source_sha256 = source_sha256.filter(|_| git.is_none());
+        let provenance = Provenance::new(built.format.as_str(), source_sha256, git, created_by);
+        let staged = Staged {
+            data,
+            size: built.packed.size,
+            sha256: built.packed.sha256,
+            metadata: provenance.to_metadata(),
+        };
         match self.store.put_if_absent(&store_key, staged).await? {
             PutOutcome::Created { version_id } => {
                 metrics::counter!("packages_created_total").increment(1);

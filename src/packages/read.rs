@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 
-use super::{Error, Packages};
+use super::{Error, Packages, Provenance};
 use crate::package::manifest::{self, ManifestEntry, ManifestError};
 use crate::store::key::{FunctionName, KeyPrefix, ListPrefix, ObjectKey, StoreKey};
 use crate::store::{ByteRange, ListRequest, MAX_LIST, ObjectBody, ObjectMeta, Store};
@@ -53,6 +53,8 @@ pub struct PackageDetail {
     pub version_id: Option<String>,
     /// `s3://…` or `file://…`.
     pub location: String,
+    /// Where it came from; `None` for objects stored before provenance was recorded.
+    pub provenance: Option<Provenance>,
     /// Every file, in zip order.
     pub entries: Vec<ManifestEntry>,
 }
@@ -166,6 +168,7 @@ impl Packages {
             last_modified: meta.last_modified,
             version_id: meta.version_id,
             location: self.store.location(key),
+            provenance: Provenance::from_metadata(&meta.metadata),
             entries,
         })
     }

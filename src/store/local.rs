@@ -27,7 +27,7 @@ use rustix::io::Errno;
 
 use super::key::{ObjectKey, StoreKey};
 use super::{
-    ByteRange, Error, ListCursor, ListRequest, Listing, ObjectBody, ObjectMeta, PutOutcome, Staged,
+    ByteRange, Error, ListCursor, ListRequest, Listing, Metadata, ObjectBody, ObjectMeta, PutOutcome, Staged,
     StagedBytes, Store,
 };
 
@@ -46,6 +46,8 @@ pub struct LocalStore {
     root: PathBuf,
     staging: PathBuf,
     root_dir: Arc<OwnedFd>,
+    /// The device of the root: a temp file on it can be renamed into place.
+    root_dev: u64,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, Error> {
@@ -109,7 +111,8 @@ impl LocalStore {
                 swept += 1;
             }
         }
-        Ok((Self { root, staging, root_dir: Arc::new(root_dir) }, swept))
+        let root_dev = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&root)?);
+        Ok((Self { root, staging, root_dir: Arc::new(root_dir), root_dev }, swept))
     }
 
     /// The root directory.
@@ -176,38 +179,25 @@ impl LocalStore {
     }
 }
 
-/// How a put's bytes were made ready to be published.
-enum Staging {
-    /// The caller's temp file was renamed into place (it was on the store's file system).
-    Moved,
-    /// The caller's temp file could not be renamed because the name exists.
-    Exists,
-    /// A temp file in `.staging/`, to publish.
-    Copy(tempfile::TempPath),
+/// The name of the sidecar holding an object's metadata: a dot file next to it, which no key
+/// of any kind can be named.
+fn sidecar_name(name: &str) -> String {
+    format!(".{name}.metadata.json")
 }
 
 impl LocalStore {
-    /// Makes `data` ready to be published as `name` in `dir`: a caller's temp file is fsynced
-    /// and renamed into place directly when it is on this file system; otherwise (another
-    /// file system, or bytes in memory) the bytes are written to a temp file in `.staging/`.
-    fn stage(&self, data: StagedBytes, dir: BorrowedFd<'_>, name: &str) -> io::Result<Staging> {
+    /// Makes `data` ready to be published: a temp file, on disk (fsynced) and readable by all,
+    /// on the store's file system, so that publishing it is a rename. A caller's temp file
+    /// already on this file system is used as it is (no copy); otherwise (another file system,
+    /// or bytes in memory) the bytes are written to a temp file in `.staging/`.
+    fn prepare(&self, data: StagedBytes) -> io::Result<tempfile::TempPath> {
+        use std::os::unix::fs::MetadataExt as _;
         let mut file = match data {
-            StagedBytes::File(file) => {
+            StagedBytes::File(file) if file.as_file().metadata()?.dev() == self.root_dev => {
                 prepare(file.as_file())?;
-                let temp = file.into_temp_path();
-                match publish_noclobber(&temp, dir, name) {
-                    Ok(()) => {
-                        let _ = temp.keep();
-                        return Ok(Staging::Moved);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Staging::Exists),
-                    Err(e) if e.raw_os_error() == Some(Errno::XDEV.raw_os_error()) => {}
-                    Err(e) => return Err(e),
-                }
-                let mut copy = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
-                io::copy(&mut File::open(&temp)?, copy.as_file_mut())?;
-                copy
+                return Ok(file.into_temp_path());
             }
+            StagedBytes::File(file) => return self.copy_to_staging(&file.into_temp_path()),
             StagedBytes::Memory(bytes) => {
                 let mut file = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
                 file.write_all(&bytes)?;
@@ -216,7 +206,82 @@ impl LocalStore {
         };
         file.flush()?;
         prepare(file.as_file())?;
-        Ok(Staging::Copy(file.into_temp_path()))
+        Ok(file.into_temp_path())
+    }
+
+    fn copy_to_staging(&self, from: &Path) -> io::Result<tempfile::TempPath> {
+        let mut copy = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
+        io::copy(&mut File::open(from)?, copy.as_file_mut())?;
+        prepare(copy.as_file())?;
+        Ok(copy.into_temp_path())
+    }
+
+    /// Stores the prepared `temp` as `name` in `dir`, with `metadata` in its sidecar, unless
+    /// the name is taken.
+    ///
+    /// The folder is locked (`flock`) for the check, the sidecar and the object: with the
+    /// object absent, a sidecar already there is a leftover of a put that crashed before its
+    /// object appeared, and is replaced; the sidecar is in place (renamed, after an fsync)
+    /// before the object is, so a reader that finds the object finds its own metadata, never a
+    /// missing or a wrong one. The lock holds across processes, which keeps two processes on
+    /// one folder from mixing metadata (though one directory still serves one process: see the
+    /// startup sweep).
+    fn publish(
+        &self,
+        temp: tempfile::TempPath,
+        metadata: &Metadata,
+        dir: BorrowedFd<'_>,
+        name: &str,
+    ) -> io::Result<PutOutcome> {
+        rustix::fs::flock(dir, rustix::fs::FlockOperation::LockExclusive)?;
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            // Something is there (a symlink too, which is never followed nor replaced).
+            Ok(_) => return Ok(PutOutcome::AlreadyExists),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !metadata.is_empty() {
+            let mut sidecar = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
+            serde_json::to_writer(sidecar.as_file_mut(), metadata)?;
+            prepare(sidecar.as_file())?;
+            let sidecar = sidecar.into_temp_path();
+            rustix::fs::renameat(rustix::fs::CWD, &*sidecar, dir, sidecar_name(name))?;
+            let _ = sidecar.keep();
+        }
+        let temp = match publish_noclobber(&temp, dir, name) {
+            // A bind mount can share a device with the store yet refuse a rename across it.
+            Err(e) if e.raw_os_error() == Some(Errno::XDEV.raw_os_error()) => {
+                let copy = self.copy_to_staging(&temp)?;
+                publish_noclobber(&copy, dir, name).map(|()| copy)
+            }
+            other => other.map(|()| temp),
+        };
+        match temp {
+            Ok(temp) => {
+                let _ = temp.keep();
+                Ok(PutOutcome::Created { version_id: None })
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The metadata in the sidecar of `name` in `dir`, empty if it has none.
+    fn read_sidecar(dir: BorrowedFd<'_>, name: &str) -> io::Result<Metadata> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = match rustix::fs::openat(dir, sidecar_name(name), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if is_absent(e) => return Ok(Metadata::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let file = File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Ok(Metadata::new());
+        }
+        // A sidecar is a few hundred bytes; a bigger one is not ours.
+        let mut text = String::new();
+        file.take(64 * 1024).read_to_string(&mut text)?;
+        serde_json::from_str(&text).map_err(io::Error::other)
     }
 
     /// One page of a listing: the folder of the prefix, read whole (a local folder has no
@@ -308,6 +373,7 @@ fn meta_of(meta: &fs::Metadata) -> ObjectMeta {
         last_modified: meta.modified().ok(),
         version_id: None,
         checksum_sha256: None,
+        metadata: Metadata::new(),
     }
 }
 
@@ -322,8 +388,17 @@ impl Store for LocalStore {
 
     async fn head(&self, key: &StoreKey) -> Result<Option<ObjectMeta>, Error> {
         let (store, key) = (self.clone(), key.name());
-        // O_PATH: enough for fstat, needs no read permission, and opens nothing that could block.
-        blocking(move || Ok(store.open_object(&key, OFlags::PATH)?.map(|o| meta_of(&o.meta)))).await
+        blocking(move || {
+            let Some((dirs, name)) = split_key(&key) else { return Ok(None) };
+            let Some(dir) = store.folder(&dirs, false)? else { return Ok(None) };
+            // O_PATH: enough for fstat, needs no read permission, and opens nothing that could
+            // block.
+            let Some(object) = store.open_object(&key, OFlags::PATH)? else { return Ok(None) };
+            let mut meta = meta_of(&object.meta);
+            meta.metadata = Self::read_sidecar(dir.as_fd(), name)?;
+            Ok(Some(meta))
+        })
+        .await
     }
 
     async fn put_if_absent(&self, key: &StoreKey, staged: Staged) -> Result<PutOutcome, Error> {
@@ -332,22 +407,13 @@ impl Store for LocalStore {
             let (dirs, name) = split_key(&key).ok_or_else(|| {
                 io::Error::other(format!("{key:?} cannot be stored in the local store (reserved folder)"))
             })?;
+            // The bytes are made ready first, outside the folder's lock: a copy can take a while.
+            // The temp file is removed when `temp` drops, unless it was published.
+            let temp = store.prepare(staged.data)?;
             let dir =
                 store.folder(&dirs, true)?.ok_or_else(|| io::Error::other("the key's folder vanished"))?;
-            let temp = store.stage(staged.data, dir.as_fd(), name)?;
-            // The temp file is removed when `temp` drops, unless it was published.
-            let outcome = match temp {
-                Staging::Moved => PutOutcome::Created { version_id: None },
-                Staging::Exists => PutOutcome::AlreadyExists,
-                Staging::Copy(temp) => match publish_noclobber(&temp, dir.as_fd(), name) {
-                    Ok(()) => {
-                        let _ = temp.keep();
-                        PutOutcome::Created { version_id: None }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
-                    Err(e) => return Err(e),
-                },
-            };
+            let outcome = store.publish(temp, &staged.metadata, dir.as_fd(), name)?;
+            // One fsync makes both renames (sidecar and object) durable: they are in this folder.
             rustix::fs::fsync(&dir)?;
             Ok(outcome)
         })

@@ -16,6 +16,7 @@ pub mod key;
 pub mod local;
 pub mod s3;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::time::SystemTime;
@@ -29,6 +30,12 @@ use self::local::LocalStore;
 use self::s3::S3Store;
 use crate::package::Sha256Hex;
 
+/// User metadata stored with an object when it is created, and returned by
+/// [`Store::head`]: lowercase ASCII names, US-ASCII values (S3 sends them as `x-amz-meta-*`
+/// headers, 2 KB in all; the local store keeps them in a sidecar file). Empty for objects
+/// stored without any.
+pub type Metadata = BTreeMap<String, String>;
+
 /// What a store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -40,6 +47,8 @@ pub struct ObjectMeta {
     pub version_id: Option<String>,
     /// Base64 SHA-256 checksum, when the store keeps one (S3 objects uploaded with one).
     pub checksum_sha256: Option<String>,
+    /// The object's user metadata ([`Store::head`] only; listings leave it empty).
+    pub metadata: Metadata,
 }
 
 /// The result of [`Store::put_if_absent`].
@@ -64,7 +73,7 @@ pub enum StagedBytes {
     File(NamedTempFile),
 }
 
-/// A finished zip waiting to be stored: its bytes, size and digest.
+/// An object waiting to be stored: its bytes, size, digest and metadata.
 #[derive(Debug)]
 pub struct Staged {
     /// The bytes.
@@ -73,6 +82,16 @@ pub struct Staged {
     pub size: u64,
     /// SHA-256 of the bytes.
     pub sha256: Sha256Hex,
+    /// Stored with the object, atomically: a reader never sees the object without it.
+    pub metadata: Metadata,
+}
+
+impl Staged {
+    /// Small bytes in memory, with no metadata.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        let (size, sha256) = (bytes.len() as u64, Sha256Hex::of_bytes(&bytes));
+        Self { data: StagedBytes::Memory(bytes.into()), size, sha256, metadata: Metadata::new() }
+    }
 }
 
 /// A byte range of an object.
@@ -207,7 +226,8 @@ pub trait Store: Send + Sync {
     /// error, never `None`.
     fn head(&self, key: &StoreKey) -> impl Future<Output = Result<Option<ObjectMeta>, Error>> + Send;
 
-    /// Stores `staged` under `key` unless something is already there, atomically.
+    /// Stores `staged` (bytes and metadata) under `key` unless something is already there,
+    /// atomically.
     fn put_if_absent(
         &self,
         key: &StoreKey,

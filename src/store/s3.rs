@@ -223,6 +223,9 @@ impl S3Store {
             .content_length(i64::try_from(staged.size).unwrap_or(i64::MAX))
             .content_type(key.content_type())
             .cache_control(key.cache_control())
+            .set_metadata(
+                (!staged.metadata.is_empty()).then(|| staged.metadata.clone().into_iter().collect()),
+            )
             .body(body)
             .customize()
             .config_override(
@@ -355,6 +358,7 @@ impl Store for S3Store {
                 last_modified: system_time(out.last_modified.as_ref()),
                 version_id: out.version_id,
                 checksum_sha256: out.checksum_sha256,
+                metadata: out.metadata.unwrap_or_default().into_iter().collect(),
             })),
             Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
@@ -418,6 +422,7 @@ impl Store for S3Store {
                     last_modified: system_time(o.last_modified()),
                     version_id: None,
                     checksum_sha256: None,
+                    metadata: Default::default(),
                 };
                 Some((key, meta))
             })

@@ -97,6 +97,7 @@ async fn a_key_named_symlink_to_a_file_outside_the_root_is_not_an_object() {
         data: StagedBytes::Memory(bytes.clone().into()),
         size: bytes.len() as u64,
         sha256: Sha256Hex::of_bytes(&bytes),
+        metadata: Default::default(),
     };
     assert_eq!(
         store.put_if_absent(&store_key(&key), staged).await.expect("put"),
@@ -126,6 +127,7 @@ async fn a_symlinked_prefix_folder_is_not_read_listed_or_written_through() {
         data: StagedBytes::Memory(other.clone().into()),
         size: 11,
         sha256: Sha256Hex::of_bytes(&other),
+        metadata: Default::default(),
     };
     let refused = store.put_if_absent(&other_key, staged).await;
     assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");

@@ -21,7 +21,12 @@ fn stage(bytes: &[u8]) -> Staged {
     let mut file = tempfile::NamedTempFile::new().expect("create a staging file");
     file.write_all(bytes).expect("write the staging file");
     file.as_file().sync_all().expect("sync the staging file");
-    Staged { data: StagedBytes::File(file), size: bytes.len() as u64, sha256: Sha256Hex::of_bytes(bytes) }
+    Staged {
+        data: StagedBytes::File(file),
+        size: bytes.len() as u64,
+        sha256: Sha256Hex::of_bytes(bytes),
+        metadata: Default::default(),
+    }
 }
 
 /// `bytes` staged in memory, as the publisher stages small packages.
@@ -30,6 +35,7 @@ fn stage_in_memory(bytes: &[u8]) -> Staged {
         data: StagedBytes::Memory(bytes.to_vec().into()),
         size: bytes.len() as u64,
         sha256: Sha256Hex::of_bytes(bytes),
+        metadata: Default::default(),
     }
 }
 
@@ -226,6 +232,49 @@ async fn missing_keys_are_absent_not_errors(store: &impl Store) {
     assert!(listing.objects.is_empty() && listing.next.is_none());
 }
 
+fn tagged(tag: &str) -> lambda_packager::store::Metadata {
+    [("lp-test".to_owned(), tag.to_owned()), ("lp-other".to_owned(), "x%2Fy".to_owned())].into()
+}
+
+async fn metadata_is_stored_with_the_object_and_a_losing_put_changes_nothing(store: &impl Store) {
+    let bytes = noise(2000, 90);
+    let key = key_of("meta/", "fn", &bytes);
+    let staged = Staged { metadata: tagged("first"), ..stage_in_memory(&bytes) };
+    assert!(matches!(
+        store.put_if_absent(&(&key).into(), staged).await.expect("put"),
+        PutOutcome::Created { .. }
+    ));
+    assert_eq!(head(store, &key).await.expect("exists").metadata, tagged("first"));
+    // A second put of the key, with other bytes and other metadata, changes neither.
+    let staged = Staged { metadata: tagged("second"), ..stage(&noise(2000, 91)) };
+    assert_eq!(store.put_if_absent(&(&key).into(), staged).await.expect("put"), PutOutcome::AlreadyExists);
+    assert_eq!(head(store, &key).await.expect("exists").metadata, tagged("first"));
+    assert_eq!(read_all(store, &key).await, bytes);
+    // An object stored without metadata has none.
+    let plain = noise(10, 92);
+    let plain_key = key_of("meta/", "fn", &plain);
+    put(store, &plain_key, &plain).await;
+    assert!(head(store, &plain_key).await.expect("exists").metadata.is_empty());
+}
+
+async fn concurrent_puts_of_one_key_keep_the_winners_bytes_with_the_winners_metadata(store: &impl Store) {
+    let key = StoreKey::from(key_of("race/", "meta", b"one key for all"));
+    let outcomes = join_all((0..12u64).map(|i| {
+        let staged = Staged { metadata: tagged(&i.to_string()), ..stage(&noise(5000, 100 + i)) };
+        let key = &key;
+        async move { store.put_if_absent(key, staged).await.expect("put") }
+    }))
+    .await;
+    let created = outcomes.iter().filter(|o| matches!(o, PutOutcome::Created { .. })).count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    // Whichever put won, the metadata read back is the one that came with its bytes.
+    let stored = store.head(&key).await.expect("head").expect("exists").metadata;
+    let winner: u64 = stored["lp-test"].parse().expect("a tag");
+    let body = store.get(&key).await.expect("get");
+    let bytes: Vec<u8> = body.stream.map(|c| c.expect("chunk").to_vec()).concat().await;
+    assert_eq!(bytes, noise(5000, 100 + winner), "the bytes are put {winner}'s, as its metadata says");
+}
+
 async fn ready_is_ok(store: &impl Store) {
     store.ready().await.expect("the store is ready");
 }
@@ -265,6 +314,8 @@ store_tests!(
     read_range_returns_the_requested_bytes,
     get_streams_the_exact_bytes,
     missing_keys_are_absent_not_errors,
+    metadata_is_stored_with_the_object_and_a_losing_put_changes_nothing,
+    concurrent_puts_of_one_key_keep_the_winners_bytes_with_the_winners_metadata,
     ready_is_ok,
 );
 

@@ -118,12 +118,13 @@ impl TestApp {
         self.config.store.local.path.clone()
     }
 
-    /// Every stored object (key → bytes), staging excluded.
+    /// Every stored package (key → bytes): the store's own dot files and folders (`.staging/`,
+    /// the `.lambda-packager/` index, metadata sidecars) excluded.
     pub fn stored(&self) -> BTreeMap<String, Vec<u8>> {
         fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
             for entry in std::fs::read_dir(dir).expect("read store") {
                 let path = entry.expect("entry").path();
-                if path.file_name().is_some_and(|n| n == ".staging") {
+                if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
                     continue;
                 }
                 if path.is_dir() {
