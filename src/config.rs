@@ -186,6 +186,9 @@ impl Config {
         if self.store.backend == StoreKind::S3 && self.store.s3.bucket.is_empty() {
             return invalid("store.s3.bucket is required when store.backend = \"s3\"");
         }
+        if !(1..=1000).contains(&self.store.list_page_size) {
+            return invalid("store.list_page_size must be 1 to 1000");
+        }
         if self.server.concurrency_limit == 0 {
             return invalid("server.concurrency_limit must be at least 1");
         }

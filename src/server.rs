@@ -84,6 +84,7 @@ pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
             operator: config.store.prefix.clone(),
             allow_request: config.store.allow_request_prefix,
         },
+        list_page_size: config.store.list_page_size,
     };
     Ok(AppState {
         packages: Arc::new(Packages::new(store, pool, git, settings)),
@@ -108,6 +109,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    tokio::spawn(backfill(Arc::clone(&state.packages)));
     tracing::info!(api = %api.local_addr()?, admin = %admin.local_addr()?, "listening");
     let api_server = http::serve(
         api,
@@ -132,6 +134,32 @@ pub async fn serve(
     b.context("admin listener")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the legacy scan waits before it tries again after a failure (the store was down).
+const BACKFILL_RETRY: Duration = Duration::from_secs(60);
+
+/// The one-time scan of packages stored before the listing index existed (see
+/// `packages::index`), in the background: it ends at once when an earlier run finished, and
+/// tries again every minute while the store fails. It stops with the process.
+async fn backfill(packages: Arc<Packages>) {
+    loop {
+        match packages.backfill_legacy().await {
+            Ok(done) if done.already_done => return,
+            Ok(done) => {
+                tracing::info!(
+                    packages = done.packages,
+                    functions = done.functions,
+                    "indexed the packages stored before the listing index"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_secs = BACKFILL_RETRY.as_secs(), "scanning older packages for the listing index failed");
+                tokio::time::sleep(BACKFILL_RETRY).await;
+            }
+        }
+    }
 }
 
 /// `lambda-packager serve`: binds the configured addresses and serves until SIGTERM or SIGINT.

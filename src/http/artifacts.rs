@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{function_name, package_key, request_prefix};
+use super::extract::{function_name, package_key};
 use super::state::AppState;
 use crate::package::manifest::ManifestEntry;
 use crate::packages;
@@ -34,37 +34,86 @@ pub struct ArtifactSummary {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
-    /// When it was stored (RFC 3339).
-    pub last_modified: Option<String>,
+    /// Files in the zip; `null` for packages stored before the listing index existed.
+    pub files: Option<u64>,
+    /// When it was stored (RFC 3339, UTC).
+    pub created: String,
+    /// The name of the token that stored it; `null` without authentication (and for packages
+    /// stored before provenance was recorded).
+    pub created_by: Option<String>,
+    /// The input format (`tar`, `tar.gz`, `zip`, `git`); `null` for packages stored before
+    /// provenance was recorded.
+    pub format: Option<String>,
+    /// The git commit it was built from (40 hex digits); `null` for archives.
+    pub commit: Option<String>,
+    /// SHA-256 of the uploaded archive it was built from; `null` for git.
+    pub source_sha256: Option<String>,
     /// S3 version id, on versioned buckets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
 }
 
-/// A page of a function's packages, newest first.
+impl From<packages::Row> for ArtifactSummary {
+    fn from(row: packages::Row) -> Self {
+        Self {
+            sha256: row.key.sha256().to_string(),
+            key: row.key.to_string(),
+            size: row.size,
+            files: row.files,
+            created: humantime::format_rfc3339_millis(row.created).to_string(),
+            created_by: row.created_by,
+            format: row.format,
+            commit: row.commit,
+            source_sha256: row.source_sha256.map(|s| s.to_string()),
+            version_id: row.version_id,
+        }
+    }
+}
+
+/// A page of a function's packages.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ArtifactList {
     /// The function.
     pub function: String,
-    /// This page.
+    /// This page: newest first (with `commit`, by commit, then newest first).
     pub artifacts: Vec<ArtifactSummary>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
-/// Paging parameters.
+/// Most rows one listing page holds.
+pub const MAX_PAGE: usize = 100;
+
+/// A listing's page size: `limit`, 1 to [`MAX_PAGE`] (default 50).
+pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::InvalidParameter(format!("limit must be 1 to {MAX_PAGE}")))
+    }
+}
+
+/// Paging and filter parameters of a function's listing.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// Page size, 1 to 1000 (default 50).
+    /// Page size, 1 to 100 (default 50).
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (of the same listing, with the same filter).
     pub cursor: Option<String>,
-    /// A request key prefix to list under (after the operator's), if the operator allows them.
-    pub prefix: Option<String>,
+    /// Only packages built from this git commit: the 40 hex digits, or at least the first 7.
+    /// Packages of every commit starting with them are listed, by commit, then newest first.
+    pub commit: Option<String>,
+    /// Only packages built from an uploaded archive with this SHA-256 (64 hex digits).
+    pub source_sha256: Option<String>,
 }
 
 /// List a function's stored packages, newest first.
+///
+/// Every package of the function is listed, whatever its request prefix (each row carries its
+/// whole key), packages stored before the listing index existed included, after the others.
+/// A page costs the store a bounded number of requests, however many packages there are.
 #[utoipa::path(
     get,
     path = "/v1/functions/{function}/artifacts",
@@ -72,7 +121,8 @@ pub struct ListParams {
     params(("function" = String, Path, description = "Lambda function name"), ListParams),
     responses(
         (status = 200, description = "A page of packages", body = ArtifactList),
-        (status = 400, description = "Bad function name, cursor or limit", body = ErrorBody),
+        (status = 400, description = "Bad function name, cursor, limit, commit or digest", body = ErrorBody),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -82,27 +132,26 @@ pub async fn list_artifacts(
     Query(params): Query<ListParams>,
 ) -> Result<Json<ArtifactList>, ApiError> {
     let function = function_name(&function)?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::InvalidParameter("limit must be 1 to 1000".into()));
-    }
-    let packages = &state.packages;
-    let prefix = request_prefix(packages.prefixes(), params.prefix.as_deref())?;
-    let list = packages.list_packages(&function, prefix.as_ref(), limit, params.cursor.as_deref()).await?;
+    let limit = page_size(params.limit)?;
+    let filter = match (params.commit.as_deref(), params.source_sha256.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidParameter("give commit or source_sha256, not both".into()));
+        }
+        (Some(commit), None) => packages::PackageFilter::Commit(commit.parse().map_err(|_| {
+            ApiError::InvalidParameter(format!("commit={commit:?}: expected 7 to 40 hex digits"))
+        })?),
+        (None, Some(sha)) => {
+            packages::PackageFilter::Source(sha.to_ascii_lowercase().parse().map_err(|_| {
+                ApiError::InvalidParameter(format!("source_sha256={sha:?}: expected 64 hex digits"))
+            })?)
+        }
+        (None, None) => packages::PackageFilter::All,
+    };
+    let page = state.packages.list_packages(&function, &filter, limit, params.cursor.as_deref()).await?;
     Ok(Json(ArtifactList {
         function: function.to_string(),
-        artifacts: list
-            .packages
-            .into_iter()
-            .map(|p| ArtifactSummary {
-                sha256: p.key.sha256().to_string(),
-                key: p.key.to_string(),
-                size: p.size,
-                last_modified: rfc3339(p.last_modified),
-                version_id: p.version_id,
-            })
-            .collect(),
-        next_cursor: list.next_cursor,
+        artifacts: page.rows.into_iter().map(ArtifactSummary::from).collect(),
+        next_cursor: page.next_cursor,
     }))
 }
 

@@ -234,8 +234,12 @@ fn packages_status(e: &PackagesError) -> (StatusCode, &'static str) {
             (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
         }
         PackagesError::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
-        PackagesError::NotFound(_) => (StatusCode::NOT_FOUND, "artifact_not_found"),
+        PackagesError::NotFound(_) | PackagesError::NoPackages(_) => {
+            (StatusCode::NOT_FOUND, "artifact_not_found")
+        }
         PackagesError::Corrupt { .. } => (StatusCode::BAD_GATEWAY, "artifact_corrupt"),
+        PackagesError::IndexCorrupt(_) => (StatusCode::BAD_GATEWAY, "index_corrupt"),
+        PackagesError::IndexContention(_) => (StatusCode::SERVICE_UNAVAILABLE, "index_contended"),
     }
 }
 
@@ -267,7 +271,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::Overloaded | Self::Packages(PackagesError::Pool(PoolError::Busy { .. })) => Some(1),
-            Self::Packages(PackagesError::Store(store::Error::Unavailable(_))) => Some(5),
+            Self::Packages(
+                PackagesError::Store(store::Error::Unavailable(_)) | PackagesError::IndexContention(_),
+            ) => Some(5),
             _ => None,
         }
     }

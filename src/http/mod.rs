@@ -1,5 +1,5 @@
 //! The HTTP API: the only module that knows axum. Routes live next to their handlers
-//! (`packages`, `artifacts`, `health`); this module assembles them, applies the middleware
+//! (`packages`, `functions`, `artifacts`, `health`); this module assembles them, applies the middleware
 //! stack, documents them (OpenAPI, generated from the handlers by utoipa-axum, so the spec
 //! cannot drift from the routes) and serves them with graceful shutdown.
 
@@ -7,6 +7,7 @@ pub mod artifacts;
 mod body;
 pub mod error;
 mod extract;
+pub mod functions;
 pub mod health;
 mod middleware;
 pub mod packages;
@@ -69,6 +70,8 @@ fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(DefaultBodyLimit::disable());
     let reads = OpenApiRouter::new()
+        .routes(routes!(functions::list_functions))
+        .routes(routes!(functions::latest_package))
         .routes(routes!(artifacts::list_artifacts))
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(artifacts::get_artifact_zip))

@@ -44,9 +44,19 @@ pub enum Error {
         /// Size of the package that could not be kept.
         size: u64,
     },
+    /// An index entry is not what this service writes (bad JSON, a missing slot).
+    #[error("the listing index is damaged: {0}")]
+    IndexCorrupt(String),
+    /// Appending to a function's log kept losing to other replicas (never reaches a client:
+    /// index writes do not fail a publish).
+    #[error("the listing index is contended: {0}")]
+    IndexContention(String),
     /// A listing cursor this service did not make.
     #[error("not a cursor from this API")]
     InvalidCursor,
+    /// The function has no package.
+    #[error("function {0} has no package")]
+    NoPackages(crate::store::key::FunctionName),
     /// No package under the key.
     #[error("no package under {0}")]
     NotFound(ObjectKey),

@@ -2,9 +2,12 @@
 //!
 //! [`Packages`] owns what the use cases need (the store, the blocking pool, the git sources, the
 //! input limits, the temp directory and the key-prefix policy) and offers them as methods:
-//! [`publish`](Packages::publish) (input to stored package, exactly once), and the read side,
-//! [`list_packages`](Packages::list_packages), [`get`](Packages::get) (metadata and
-//! manifest), [`download`](Packages::download) and [`diff`](Packages::diff). The HTTP handlers
+//! [`publish`](Packages::publish) (input to stored package, exactly once, indexed and with its
+//! provenance), and the read side: [`list_functions`](Packages::list_functions),
+//! [`list_packages`](Packages::list_packages) (all, or by commit or upload digest),
+//! [`latest`](Packages::latest), [`get`](Packages::get) (metadata, provenance, manifest),
+//! [`download`](Packages::download) and [`diff`](Packages::diff). The listing index that
+//! answers the lists is in `index`. The HTTP handlers
 //! only parse a request, call one method and map its answer; the CLI calls [`build`], the pure
 //! part of publishing, directly.
 //!
@@ -12,26 +15,31 @@
 //! below imports it, and `http` and `cli` import it.
 
 mod error;
+mod index;
 mod provenance;
 mod publish;
 mod read;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 
 pub use self::error::Error;
+pub use self::index::{
+    Backfill, CLAIM_LEASE, FunctionPage, FunctionSummary, LEGACY_RUN, PackageFilter, PackagePage, Row,
+};
 pub use self::provenance::{GitProvenance, Provenance};
 pub use self::publish::{
     Built, Decoded, Error as BuildError, Input, Outcome, PublishRequest, Published, build, decode,
 };
-pub use self::read::{ArtifactDiff, ChangedEntry, Download, PackageDetail, PackageList, PackageSummary};
+pub use self::read::{ArtifactDiff, ChangedEntry, Download, PackageDetail};
 use crate::blocking::BlockingPool;
 use crate::package::{CancelFlag, Limits};
 use crate::source::git::{GitRequest, GitSource};
-use crate::store::key::{KeyPrefix, ObjectKey};
-use crate::store::{Backend, Store};
+use crate::store::key::{FunctionName, KeyPrefix, ObjectKey};
+use crate::store::{Backend, Counted, RequestCounts, Store};
 
 /// How keys are prefixed: the operator's prefix, before every key, and whether a request may
 /// add its own after it. The one place that joins the two.
@@ -67,12 +75,15 @@ pub struct Settings {
     pub temp_dir: Option<PathBuf>,
     /// Key prefixes.
     pub prefixes: PrefixPolicy,
+    /// Most names one store listing request asks for (`store.list_page_size`, 1 to 1,000).
+    pub list_page_size: usize,
 }
 
 /// The packages service. Share one per process (`Arc`).
 #[derive(Debug)]
 pub struct Packages {
-    store: Backend,
+    /// The store, counting its requests.
+    store: Counted<Backend>,
     pool: BlockingPool,
     /// Shared with the blocking work of each git request (no request carries its own).
     git: Arc<GitSource>,
@@ -82,19 +93,31 @@ pub struct Packages {
     inflight: Mutex<HashMap<ObjectKey, Weak<tokio::sync::Mutex<()>>>>,
     /// The parent of every request's cancel flag: cancelling it stops all work in flight.
     in_flight_work: CancelFlag,
+    /// The index's cutover time, once known (see `index`).
+    cutover: tokio::sync::OnceCell<SystemTime>,
+    /// Functions whose index marker this process has written or seen.
+    functions_seen: Mutex<HashSet<FunctionName>>,
 }
 
 impl Packages {
     /// The service over `store`, building in `pool`, reading git sources from `git`.
     pub fn new(store: Backend, pool: BlockingPool, git: GitSource, settings: Settings) -> Self {
         Self {
-            store,
+            store: Counted::new(store),
             pool,
             git: Arc::new(git),
             settings,
             inflight: Mutex::new(HashMap::new()),
             in_flight_work: CancelFlag::default(),
+            cutover: tokio::sync::OnceCell::new(),
+            functions_seen: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The store requests this service has made so far, by kind (also the metric
+    /// `store_requests_total`).
+    pub fn store_requests(&self) -> RequestCounts {
+        self.store.counts()
     }
 
     /// Cancels the blocking work of every request in flight (and of any later one): what a

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tempfile::NamedTempFile;
 
+use super::index::Row;
 use super::provenance::{GitProvenance, Provenance};
 use super::{Error as PackagesError, Packages};
 use crate::package::{
@@ -359,6 +360,7 @@ impl Packages {
                 return Ok(published(Outcome::DryRun { exists: true }, meta.version_id));
             }
             metrics::counter!("packages_deduplicated_total").increment(1);
+            self.repair(&key, &meta, &built.packed).await;
             return Ok(published(Outcome::AlreadyExisted, meta.version_id));
         }
         if dry_run {
@@ -381,10 +383,15 @@ impl Packages {
             sha256: built.packed.sha256,
             metadata: provenance.to_metadata(),
         };
+        // The index's cutover exists before this version stores its first package, so that no
+        // package it stores is taken for one stored before the index (see `index`).
+        self.cutover().await?;
         match self.store.put_if_absent(&store_key, staged).await? {
             PutOutcome::Created { version_id } => {
                 metrics::counter!("packages_created_total").increment(1);
                 metrics::counter!("package_bytes_total").increment(built.packed.size);
+                let row = Row::new(&key, &built.packed, &provenance, version_id.clone());
+                self.index_created(&key, row).await;
                 Ok(published(Outcome::Created, version_id))
             }
             PutOutcome::AlreadyExists => {
@@ -394,6 +401,7 @@ impl Packages {
                 })?;
                 verify(&key, &meta, &built.packed)?;
                 metrics::counter!("packages_deduplicated_total").increment(1);
+                self.repair(&key, &meta, &built.packed).await;
                 Ok(published(Outcome::AlreadyExisted, meta.version_id))
             }
         }

@@ -1,5 +1,5 @@
-//! The read side of the packages service: list a function's packages, show one package's
-//! metadata and manifest, stream its bytes, diff two packages ("why did my hash change?").
+//! Reading one package: its metadata, provenance and manifest, its bytes, and the diff of two
+//! packages ("why did my hash change?"). Listings are in `index`.
 //!
 //! Manifests come from the zip's central directory, fetched with two ranged reads (the tail,
 //! then the directory), never a full download. An object under a package key whose end record
@@ -8,37 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use base64::Engine as _;
-
 use super::{Error, Packages, Provenance};
 use crate::package::manifest::{self, ManifestEntry, ManifestError};
-use crate::store::key::{FunctionName, KeyPrefix, ListPrefix, ObjectKey, StoreKey};
-use crate::store::{ByteRange, ListRequest, MAX_LIST, ObjectBody, ObjectMeta, Store};
-
-/// Most objects of one function [`Packages::list_packages`] reads before sorting.
-const MAX_LISTED: usize = 10_000;
-
-/// One stored package in a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackageSummary {
-    /// Its key.
-    pub key: ObjectKey,
-    /// Size in bytes.
-    pub size: u64,
-    /// When it was stored.
-    pub last_modified: Option<SystemTime>,
-    /// S3 version id, on versioned buckets.
-    pub version_id: Option<String>,
-}
-
-/// A page of a function's packages, newest first.
-#[derive(Debug, Clone)]
-pub struct PackageList {
-    /// This page.
-    pub packages: Vec<PackageSummary>,
-    /// Where the next page starts; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
+use crate::store::key::{ObjectKey, StoreKey};
+use crate::store::{ByteRange, ObjectBody, ObjectMeta, Store};
 
 /// A stored package: what the store says about it, and its manifest.
 #[derive(Debug, Clone)]
@@ -105,60 +78,7 @@ impl ArtifactDiff {
     }
 }
 
-/// Sort position of a listed object: newest first, then by key.
-fn sort_key(summary: &PackageSummary) -> (std::cmp::Reverse<u128>, String) {
-    let nanos = summary
-        .last_modified
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    (std::cmp::Reverse(nanos), summary.key.to_string())
-}
-
-fn encode_cursor(pos: &(std::cmp::Reverse<u128>, String)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}", pos.0.0, pos.1))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(std::cmp::Reverse<u128>, String), Error> {
-    let raw =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| Error::InvalidCursor)?;
-    let text = String::from_utf8(raw).map_err(|_| Error::InvalidCursor)?;
-    let (nanos, key) = text.split_once(':').ok_or(Error::InvalidCursor)?;
-    Ok((std::cmp::Reverse(nanos.parse().map_err(|_| Error::InvalidCursor)?), key.to_owned()))
-}
-
 impl Packages {
-    /// A page of `function`'s packages under the request prefix `prefix` (after the
-    /// operator's), newest first, from `cursor` (a `next_cursor` of an earlier page).
-    pub async fn list_packages(
-        &self,
-        function: &FunctionName,
-        prefix: Option<&KeyPrefix>,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> Result<PackageList, Error> {
-        let prefix = self.settings.prefixes.resolve(prefix)?;
-        let after = cursor.map(decode_cursor).transpose()?;
-        let mut request =
-            ListRequest::new(ListPrefix::Packages { prefix, function: function.clone() }, MAX_LIST);
-        let mut mine = Vec::new();
-        loop {
-            let page = self.store.list(&request).await?;
-            mine.extend(page.objects.into_iter().filter_map(|(key, meta)| summary(key, meta)));
-            match page.next {
-                Some(next) if mine.len() < MAX_LISTED => request = request.after(&next),
-                _ => break,
-            }
-        }
-        mine.truncate(MAX_LISTED);
-        mine.sort_by_cached_key(sort_key);
-        let start = after.map_or(0, |a| mine.partition_point(|s| sort_key(s) <= a));
-        let page: Vec<PackageSummary> = mine.iter().skip(start).take(limit).cloned().collect();
-        let next_cursor = (start + page.len() < mine.len())
-            .then(|| page.last().map(|s| encode_cursor(&sort_key(s))))
-            .flatten();
-        Ok(PackageList { packages: page, next_cursor })
-    }
-
     /// A stored package's metadata and manifest.
     pub async fn get(&self, key: &ObjectKey) -> Result<PackageDetail, Error> {
         let (meta, entries) = self.read_manifest(key).await?;
@@ -204,16 +124,6 @@ impl Packages {
         let entries = manifest::parse(&bytes, cd.entries).map_err(corrupt)?;
         Ok((meta, entries))
     }
-}
-
-fn summary(key: StoreKey, meta: ObjectMeta) -> Option<PackageSummary> {
-    let key = key.as_package()?.clone();
-    Some(PackageSummary {
-        key,
-        size: meta.size,
-        last_modified: meta.last_modified,
-        version_id: meta.version_id,
-    })
 }
 
 /// Compares two manifests entry by entry.

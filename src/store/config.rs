@@ -20,7 +20,7 @@ pub enum StoreKind {
 }
 
 /// Where packages are stored and how they are named.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `local` (default) or `s3`.
@@ -30,10 +30,27 @@ pub struct StoreConfig {
     pub prefix: KeyPrefix,
     /// Whether a request may add its own `prefix` (after the operator's). Default false.
     pub allow_request_prefix: bool,
+    /// Most names one listing request to the store asks for (1 to 1,000, S3's own maximum):
+    /// the page size of the listing index's reads and of the one-time scan of older objects.
+    /// Default 1000; smaller values only make more, smaller requests (tests use them).
+    pub list_page_size: usize,
     /// The local backend.
     pub local: LocalStoreConfig,
     /// The S3 backend.
     pub s3: S3StoreConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreKind::default(),
+            prefix: KeyPrefix::default(),
+            allow_request_prefix: false,
+            list_page_size: 1000,
+            local: LocalStoreConfig::default(),
+            s3: S3StoreConfig::default(),
+        }
+    }
 }
 
 fn de_prefix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KeyPrefix, D::Error> {

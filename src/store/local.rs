@@ -144,10 +144,11 @@ impl LocalStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        // No component: the root itself (a fresh descriptor, like every other folder).
+        // No component: the root itself, opened again (a new open file description, not a
+        // `dup`: a `flock` on it must end when it is closed, not with the store).
         match current {
             Some(dir) => Ok(Some(dir)),
-            None => Ok(Some(rustix::io::dup(&*self.root_dir)?)),
+            None => Ok(Some(open_dir(self.root_dir.as_fd(), ".")?)),
         }
     }
 
@@ -234,6 +235,18 @@ impl LocalStore {
         name: &str,
     ) -> io::Result<PutOutcome> {
         rustix::fs::flock(dir, rustix::fs::FlockOperation::LockExclusive)?;
+        let result = self.publish_locked(temp, metadata, dir, name);
+        rustix::fs::flock(dir, rustix::fs::FlockOperation::Unlock)?;
+        result
+    }
+
+    fn publish_locked(
+        &self,
+        temp: tempfile::TempPath,
+        metadata: &Metadata,
+        dir: BorrowedFd<'_>,
+        name: &str,
+    ) -> io::Result<PutOutcome> {
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             // Something is there (a symlink too, which is never followed nor replaced).
             Ok(_) => return Ok(PutOutcome::AlreadyExists),
@@ -288,6 +301,9 @@ impl LocalStore {
     /// server-side paging), its regular files whose names start with the prefix's last part and
     /// come after `start_after`, in byte order, parsed as keys of the listed kind.
     fn list_folder(&self, request: &ListRequest) -> io::Result<Listing> {
+        if request.prefix().recursive() {
+            return self.list_tree(request);
+        }
         let raw = request.prefix().raw();
         let (dir, name_prefix) = match raw.rfind('/') {
             Some(i) => (&raw[..=i], &raw[i + 1..]),
@@ -343,6 +359,112 @@ impl LocalStore {
             }
         }
         Ok(listing)
+    }
+}
+
+impl LocalStore {
+    /// One page of a recursive listing: the tree below the prefix's folder, walked in the byte
+    /// order of whole names (S3's order: a folder `a/` sorts as the string `a/`, after `a-b`),
+    /// skipping every folder whose names all come before `start_after`, and the store's own
+    /// folders (`.staging/` at the root, the `.lambda-packager/` index anywhere).
+    fn list_tree(&self, request: &ListRequest) -> io::Result<Listing> {
+        let raw = request.prefix().raw();
+        let (dir, name_prefix) = match raw.rfind('/') {
+            Some(i) => (&raw[..=i], &raw[i + 1..]),
+            None => ("", raw.as_str()),
+        };
+        let components: Vec<&str> = dir.split_terminator('/').collect();
+        let mut listing = Listing::default();
+        if let Some(folder) = self.folder(&components, false)? {
+            let mut walk = TreeWalk { request, listing: &mut listing, last: None };
+            walk.folder(folder.as_fd(), dir, name_prefix)?;
+        }
+        Ok(listing)
+    }
+}
+
+/// The state of one recursive listing.
+struct TreeWalk<'a> {
+    request: &'a ListRequest,
+    listing: &'a mut Listing,
+    /// The last name examined, where the next page starts.
+    last: Option<String>,
+}
+
+impl TreeWalk<'_> {
+    /// Lists `folder` (whose names start `path`), its entries starting with `name_prefix`.
+    /// `Ok(false)`: the page is full, stop.
+    fn folder(&mut self, folder: BorrowedFd<'_>, path: &str, name_prefix: &str) -> io::Result<bool> {
+        let mut entries = Vec::new();
+        for entry in rustix::fs::Dir::read_from(folder)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "." || name == ".." || !name.starts_with(name_prefix) {
+                continue;
+            }
+            let reserved = name == super::key::RESERVED_FOLDER || (path.is_empty() && name == STAGING_DIR);
+            let is_dir = match rustix::fs::statat(folder, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => {
+                    rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory
+                }
+                Err(e) if is_absent(e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if !(reserved && is_dir) {
+                entries
+                    .push((if is_dir { format!("{path}{name}/") } else { format!("{path}{name}") }, is_dir));
+            }
+        }
+        entries.sort_unstable();
+        let after = self.request.start_after().map(str::to_owned);
+        for (full, is_dir) in entries {
+            if is_dir {
+                // Every name below `full` starts with it: all come before `after` when `after`
+                // is past `full` without starting with it.
+                if after.as_deref().is_some_and(|a| a > full.as_str() && !a.starts_with(&full)) {
+                    continue;
+                }
+                let name = &full[path.len()..full.len() - 1];
+                let child = match open_dir(folder, name) {
+                    Ok(child) => child,
+                    Err(e) if is_absent(e) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if !self.folder(child.as_fd(), &full, "")? {
+                    return Ok(false);
+                }
+                continue;
+            }
+            if after.as_deref().is_some_and(|a| full.as_str() <= a) {
+                continue;
+            }
+            if self.listing.objects.len() == self.request.max() {
+                self.listing.next = self.last.clone().map(ListCursor::after_name);
+                return Ok(false);
+            }
+            self.last = Some(full.clone());
+            let Some(key) = self.request.prefix().parse(&full) else {
+                continue;
+            };
+            let name = &full[path.len()..];
+            let fd = match rustix::fs::openat(
+                folder,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(e) if is_absent(e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let meta = File::from(fd).metadata()?;
+            if meta.is_file() {
+                self.listing.objects.push((key, meta_of(&meta)));
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -407,6 +529,12 @@ impl Store for LocalStore {
             let (dirs, name) = split_key(&key).ok_or_else(|| {
                 io::Error::other(format!("{key:?} cannot be stored in the local store (reserved folder)"))
             })?;
+            // A key already taken needs no temp file (checked again under the lock below).
+            if let Some(dir) = store.folder(&dirs, false)?
+                && rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+            {
+                return Ok(PutOutcome::AlreadyExists);
+            }
             // The bytes are made ready first, outside the folder's lock: a copy can take a while.
             // The temp file is removed when `temp` drops, unless it was published.
             let temp = store.prepare(staged.data)?;

@@ -134,6 +134,12 @@ impl ListRequest {
         Self { prefix, start_after: None, max: max.clamp(1, MAX_LIST) }
     }
 
+    /// The same listing, with another page size.
+    pub fn with_max(mut self, max: usize) -> Self {
+        self.max = max.clamp(1, MAX_LIST);
+        self
+    }
+
     /// Continues after the key `key`.
     pub fn after_key(mut self, key: &StoreKey) -> Self {
         self.start_after = Some(key.name());
@@ -302,5 +308,105 @@ impl Store for Backend {
 
     async fn ready(&self) -> Result<(), Error> {
         dispatch!(self, s => s.ready().await)
+    }
+}
+
+/// How many requests of each kind a [`Counted`] store has made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// `head` calls.
+    pub head: u64,
+    /// `put_if_absent` calls.
+    pub put: u64,
+    /// `list` calls (one backend listing request each).
+    pub list: u64,
+    /// `get` calls.
+    pub get: u64,
+    /// `read_range` calls.
+    pub read_range: u64,
+}
+
+impl RequestCounts {
+    /// Every request.
+    pub fn total(&self) -> u64 {
+        self.head + self.put + self.list + self.get + self.read_range
+    }
+
+    /// The requests made since `earlier`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            head: self.head - earlier.head,
+            put: self.put - earlier.put,
+            list: self.list - earlier.list,
+            get: self.get - earlier.get,
+            read_range: self.read_range - earlier.read_range,
+        }
+    }
+}
+
+/// A store that counts its requests, by kind, and exports them as the metric
+/// `store_requests_total{operation}`: what a listing costs is an operator's question (S3 bills
+/// by request) and a test's assertion (a page costs a bounded number, whatever the total).
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    counts: [std::sync::atomic::AtomicU64; 5],
+}
+
+impl<S> Counted<S> {
+    /// Counts `inner`'s requests from now on.
+    pub fn new(inner: S) -> Self {
+        Self { inner, counts: Default::default() }
+    }
+
+    /// The requests made so far.
+    pub fn counts(&self) -> RequestCounts {
+        let n = |i: usize| self.counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        RequestCounts { head: n(0), put: n(1), list: n(2), get: n(3), read_range: n(4) }
+    }
+
+    fn count(&self, op: usize) {
+        const NAMES: [&str; 5] = ["head", "put", "list", "get", "read_range"];
+        self.counts[op].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("store_requests_total", "operation" => NAMES[op]).increment(1);
+    }
+}
+
+impl<S: Store> Store for Counted<S> {
+    fn bucket(&self) -> Option<&str> {
+        self.inner.bucket()
+    }
+
+    fn location(&self, key: &ObjectKey) -> String {
+        self.inner.location(key)
+    }
+
+    async fn head(&self, key: &StoreKey) -> Result<Option<ObjectMeta>, Error> {
+        self.count(0);
+        self.inner.head(key).await
+    }
+
+    async fn put_if_absent(&self, key: &StoreKey, staged: Staged) -> Result<PutOutcome, Error> {
+        self.count(1);
+        self.inner.put_if_absent(key, staged).await
+    }
+
+    async fn list(&self, request: &ListRequest) -> Result<Listing, Error> {
+        self.count(2);
+        self.inner.list(request).await
+    }
+
+    async fn get(&self, key: &StoreKey) -> Result<ObjectBody, Error> {
+        self.count(3);
+        self.inner.get(key).await
+    }
+
+    async fn read_range(&self, key: &StoreKey, range: ByteRange) -> Result<Bytes, Error> {
+        self.count(4);
+        self.inner.read_range(key, range).await
+    }
+
+    async fn ready(&self) -> Result<(), Error> {
+        self.inner.ready().await
     }
 }

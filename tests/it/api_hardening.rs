@@ -242,7 +242,9 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         ("GET", "/v1/artifacts/{key}"),
         ("GET", "/v1/artifacts/{key}/diff/{other_key}"),
         ("GET", "/v1/artifacts/{key}/zip"),
+        ("GET", "/v1/functions"),
         ("GET", "/v1/functions/{function}/artifacts"),
+        ("GET", "/v1/functions/{function}/latest"),
         ("POST", "/v1/functions/{function}/package"),
     ];
     let expected: Vec<(String, String)> =

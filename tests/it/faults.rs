@@ -222,6 +222,8 @@ fn kill_9_during_uploads_never_leaves_a_partial_package_or_a_surviving_temp_file
     let mut interrupted = 0;
     for round in 0..12u64 {
         let service = Service::start(&store);
+        // Once the startup scan ended, nothing but the sweep has touched `.staging/`.
+        wait_for_startup_scan(&store);
         assert!(
             std::fs::read_dir(store.join(".staging")).expect("staging").next().is_none(),
             "round {round}: the startup sweep left a temp file; {replay}"
@@ -252,6 +254,7 @@ fn kill_9_during_uploads_never_leaves_a_partial_package_or_a_surviving_temp_file
     eprintln!("{interrupted} of 12 kills left a temp file for the sweep");
     // After the last crash: a restart sweeps, the store is consistent, and re-posting works.
     let service = Service::start(&store);
+    wait_for_startup_scan(&store);
     assert!(std::fs::read_dir(store.join(".staging")).expect("staging").next().is_none(), "{replay}");
     assert_store_consistent(&store, &format!("after the last restart; {replay}"));
     let bundle = crate::support::archive::tar(&[crate::support::archive::Member::file("a.py", "x")]);
@@ -315,6 +318,15 @@ fn every_bad_input_over_http_stays_within_a_memory_budget_and_leaves_nothing_beh
     assert!(stored.is_empty(), "objects stored for bad input: {stored:?}");
     assert!(files_under(&store.join(".staging")).is_empty(), "staging files left");
     assert!(files_under(&temp).is_empty(), "temp files left");
+}
+
+/// Waits until a service on the local store `store` has finished the listing index's scan of
+/// older packages, which it runs in the background at startup (its small writes go through
+/// `.staging/`, and its store requests appear in `/metrics`): its end marker exists.
+pub(crate) fn wait_for_startup_scan(store: &Path) {
+    wait_until(30, "the startup scan of older packages ends", || {
+        store.join(".lambda-packager/index/v1/legacy/done").is_file()
+    });
 }
 
 /// Polls `condition` until it holds, failing after `secs` seconds with `what`.

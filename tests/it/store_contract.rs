@@ -232,6 +232,33 @@ async fn missing_keys_are_absent_not_errors(store: &impl Store) {
     assert!(listing.objects.is_empty() && listing.next.is_none());
 }
 
+async fn a_recursive_listing_returns_every_package_below_the_prefix_in_name_order(store: &impl Store) {
+    let mut keys = Vec::new();
+    for (i, prefix) in
+        ["tree/", "tree/a/", "tree/a/b/", "tree/a-b/", "tree/b/", "tree/a/", "other/"].into_iter().enumerate()
+    {
+        let bytes = noise(50 + i, 200 + i as u64);
+        let key = key_of(prefix, if i % 2 == 0 { "fn" } else { "fn-api" }, &bytes);
+        put(store, &key, &bytes).await;
+        keys.push(key);
+    }
+    // Objects that are no package (an index entry, a stray file's name) are skipped.
+    let index_key = StoreKey::index(
+        &"tree/".parse().expect("prefix"),
+        lambda_packager::store::key::IndexEntry::Function("fn".parse().expect("name")),
+    );
+    store.put_if_absent(&index_key, Staged::from_bytes(b"{}".to_vec())).await.expect("an index entry");
+    let mut expected: Vec<StoreKey> =
+        keys.iter().filter(|k| k.prefix().as_str().starts_with("tree/")).map(StoreKey::from).collect();
+    // S3's order: the byte order of whole names (`tree/a-b/…` before `tree/a/…`).
+    expected.sort_by_key(StoreKey::name);
+    let tree = || ListPrefix::AllPackages { prefix: "tree/".parse().expect("prefix") };
+    for page in [1, 2, 1000] {
+        let (listed, _) = list_all(store, tree(), page).await;
+        assert_eq!(listed, expected, "pages of {page}");
+    }
+}
+
 fn tagged(tag: &str) -> lambda_packager::store::Metadata {
     [("lp-test".to_owned(), tag.to_owned()), ("lp-other".to_owned(), "x%2Fy".to_owned())].into()
 }
@@ -314,6 +341,7 @@ store_tests!(
     read_range_returns_the_requested_bytes,
     get_streams_the_exact_bytes,
     missing_keys_are_absent_not_errors,
+    a_recursive_listing_returns_every_package_below_the_prefix_in_name_order,
     metadata_is_stored_with_the_object_and_a_losing_put_changes_nothing,
     concurrent_puts_of_one_key_keep_the_winners_bytes_with_the_winners_metadata,
     ready_is_ok,
