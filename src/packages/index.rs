@@ -22,7 +22,9 @@
 //! - `fn/{f}/claim/{id}.{g}` and `fn/{f}/done/{id}`: one package, indexed exactly once. The
 //!   replica whose claim wins appends the row, then marks it done. A re-post of a stored package
 //!   that finds no `done` (its creator crashed, or its index write failed) claims it and indexes
-//!   it; a claim older than [`CLAIM_LEASE`] without `done` is taken over by the next generation.
+//!   it; a claim older than [`CLAIM_LEASE`] without `done` is taken over by the next generation,
+//!   which first looks for the row in the newest slots (its holder may have crashed after the
+//!   append, before the mark).
 //! - `fn/{f}/commit/{commit}.{k}.{row}` and `fn/{f}/source/{sha256}.{k}.{row}`: lookups, each a
 //!   copy of the row; `?commit=abc1234` is a LIST of the names that start with those digits.
 //! - `legacy/cutover` and `legacy/done`: the moment that divides legacy objects from the others
@@ -59,6 +61,10 @@ const CLAIM_ABANDON: Duration = Duration::from_secs(60);
 /// How far past the cutover's second the legacy scan starts, for the skew between this
 /// replica's clock and the store's.
 const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+
+/// Newest live slots a claim takeover reads for the row of a holder that crashed before it
+/// marked the row done (more appends than this within the lease, and the row is added again).
+const TAKEOVER_SCAN: usize = 64;
 
 /// Attempts to append one slot before giving up (each loses only to another replica's append).
 const APPEND_ATTEMPTS: usize = 32;
@@ -447,6 +453,17 @@ impl Packages {
             if !self.claim(key, generation).await? {
                 return Ok(());
             }
+            // A holder that crashed after appending its row but before marking it done left
+            // the row in one of the newest slots: finish its work instead of adding a second.
+            if generation > 0
+                && let Some((k, row)) = self.find_recent_row(key).await?
+            {
+                tracing::info!(%key, k, "the stale claim's row is in the log: marking it done");
+                self.write_lookups(key.function(), k, std::slice::from_ref(&row)).await?;
+                let done = IndexEntry::Indexed { function: key.function().clone(), package: PackageId::of(key) };
+                self.put_json(&self.index_key(done), &Done { k }).await?;
+                return Ok(());
+            }
             let provenance = Provenance::from_metadata(&meta.metadata);
             let row = match &provenance {
                 Some(p) => Row::new(key, packed, p, meta.version_id.clone()),
@@ -470,6 +487,26 @@ impl Packages {
             metrics::counter!("index_writes_failed_total").increment(1);
             tracing::warn!(%key, error = %e, "could not index a stored package found without an index entry");
         }
+    }
+
+    /// `key`'s row in one of the [`TAKEOVER_SCAN`] newest live slots of its function, if it is
+    /// there (one LIST, a GET per slot).
+    async fn find_recent_row(&self, key: &ObjectKey) -> Result<Option<(u64, Row)>, Error> {
+        let prefix = ListPrefix::Log {
+            root: self.root(),
+            function: key.function().clone(),
+            segment: Some(Segment::Live),
+        };
+        let listing = self.store.list(&ListRequest::new(prefix, TAKEOVER_SCAN)).await?;
+        for (slot_key, _) in listing.objects {
+            let Some(IndexEntry::Slot { k, .. }) = slot_key.as_index() else { continue };
+            let k = *k;
+            let Some(slot) = self.read_json::<Slot>(&slot_key).await? else { continue };
+            if let Some(row) = slot.rows.into_iter().find(|r| &r.key == key) {
+                return Ok(Some((k, row)));
+            }
+        }
+        Ok(None)
     }
 
     /// The one-time scan of packages stored before the index existed: every package object

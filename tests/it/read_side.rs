@@ -689,22 +689,40 @@ async fn a_claim_older_than_the_lease_is_taken_over_by_a_re_post_and_a_fresh_one
     )
     .await;
     let fresh = claimed_but_not_indexed(&rig, &numbered(2), Duration::from_secs(1)).await;
+    // A holder that appended its row and crashed before it marked the row done.
+    let appended =
+        claimed_but_not_indexed(&rig, &numbered(3), lambda_packager::packages::CLAIM_LEASE * 2).await;
+    let built = crate::support::pack_archive(&numbered(3));
+    let row = Row {
+        key: appended.parse().expect("a key"),
+        size: built.packed.size,
+        files: Some(built.packed.files),
+        created: SystemTime::now(),
+        created_by: None,
+        format: Some("tar".into()),
+        commit: None,
+        source_sha256: None,
+        version_id: None,
+    };
+    rig.packages().append_rows(&"fn".parse().expect("a name"), vec![row]).await.expect("the holder's append");
     assert_eq!(
         keys_of(&rig.app.get("/v1/functions/fn/artifacts").await.json()),
-        std::slice::from_ref(&first)
+        [appended.clone(), first.clone()]
     );
 
-    for n in [1, 2] {
+    for n in [1, 2, 3] {
         let again = rig.app.post("/v1/functions/fn/package", numbered(n)).await;
         assert_eq!((again.status.as_u16(), again.json()["uploaded"].clone()), (200, Value::Bool(false)));
     }
-    // The stale claim's package is indexed by the re-post, under the next claim; the fresh
-    // one's holder may still be at work, so it is left to it.
-    assert_eq!(keys_of(&rig.app.get("/v1/functions/fn/artifacts").await.json()), [stale.clone(), first]);
+    // The stale claim's package is indexed by the re-post, under the next claim; the one whose
+    // row was appended is marked done, not appended again; the fresh one's holder may still be
+    // at work, so it is left to it.
+    let listed = keys_of(&rig.app.get("/v1/functions/fn/artifacts").await.json());
+    assert_eq!(listed, [stale.clone(), appended.clone(), first]);
     let index = rig.index_keys().await;
     let id = |key: &str| Sha256Hex::of_bytes(key.as_bytes()).to_string();
     let claims: Vec<&String> =
-        index.iter().filter(|k| k.contains(&id(&stale)) || k.contains(&id(&fresh))).collect();
+        index.iter().filter(|k| [&stale, &fresh, &appended].iter().any(|p| k.contains(&id(p)))).collect();
     let suffixes: Vec<String> = claims
         .iter()
         .map(|k| k.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/"))
@@ -714,6 +732,9 @@ async fn a_claim_older_than_the_lease_is_taken_over_by_a_re_post_and_a_fresh_one
         format!("claim/{}.01", id(&stale)),
         format!("done/{}", id(&stale)),
         format!("claim/{}.00", id(&fresh)),
+        format!("claim/{}.00", id(&appended)),
+        format!("claim/{}.01", id(&appended)),
+        format!("done/{}", id(&appended)),
     ];
     expected.sort();
     let mut suffixes = suffixes;
