@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use crate::auth::AuthConfig;
 use crate::package::Limits;
 use crate::store::config::{StoreConfig, StoreKind};
 
@@ -89,14 +89,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// Bearer-token authentication.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Accepted tokens. Empty: no authentication. Health endpoints are always open.
-    pub tokens: Vec<SecretString>,
-}
-
 /// The packaging worker pool.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -169,7 +161,19 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Self::from_figment(figment.merge(env_provider()))
+        figment = figment.merge(env_provider());
+        // `auth.tokens` from the environment may also be JSON (`[{"name": "ci", ...}]`), as a
+        // Kubernetes Secret or a CI variable holds it; figment's own syntax for a table in a
+        // variable is `{name="ci", ...}`.
+        let tokens_var = format!("{ENV_PREFIX}AUTH__TOKENS");
+        if let Some(json) = std::env::var(&tokens_var)
+            .ok()
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+            .filter(serde_json::Value::is_array)
+        {
+            figment = figment.merge(figment::providers::Serialized::default("auth.tokens", json));
+        }
+        Self::from_figment(figment)
     }
 
     /// Extracts and validates a configuration from any figment (tests use this directly).
@@ -205,6 +209,7 @@ impl Config {
         if self.limits.max_entries == 0 || self.limits.max_unpacked_bytes == 0 {
             return invalid("limits.max_entries and limits.max_unpacked_bytes must be at least 1");
         }
+        crate::auth::Tokens::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
@@ -353,13 +358,51 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail's closure returns figment::Error")]
+    fn named_tokens_come_from_the_file_or_from_one_variable_in_json_or_figments_syntax() {
+        figment::Jail::expect_with(|jail| {
+            let named = |c: &Config| -> Vec<String> {
+                let tokens = crate::auth::Tokens::new(&c.auth).expect("valid tokens");
+                ["plain-secret", "ci-secret"]
+                    .iter()
+                    .map(|t| tokens.authenticate(t).map(|c| c.name().to_owned()).unwrap_or_default())
+                    .collect()
+            };
+            jail.create_file(
+                "packager.toml",
+                "[auth]\ntokens = [\"plain-secret\", {name = \"ci\", token = \"ci-secret\", scopes = [\"write\"], functions = [\"orders-*\"]}]\n",
+            )?;
+            let c = Config::load(Some(std::path::Path::new("packager.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(named(&c), ["token-1", "ci"]);
+            jail.set_env(
+                "LAMBDA_PACKAGER_AUTH__TOKENS",
+                r#"["plain-secret", {"name": "ci", "token": "ci-secret", "scopes": ["read"]}]"#,
+            );
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(named(&c), ["token-1", "ci"]);
+            jail.set_env(
+                "LAMBDA_PACKAGER_AUTH__TOKENS",
+                r#"["plain-secret", {name="ci", token="ci-secret"}]"#,
+            );
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(named(&c), ["token-1", "ci"]);
+            jail.set_env("LAMBDA_PACKAGER_AUTH__TOKENS", r#"[{"name": "c i", "token": "ci-secret"}]"#);
+            let e = Config::load(None).expect_err("a bad name").to_string();
+            assert!(e.contains("auth.tokens[0]") && !e.contains("ci-secret"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn dotted_keys_set_nested_values_and_tokens_never_appear_in_debug_output() {
         let figment = Figment::new()
             .merge(Serialized::default("server.listen", "0.0.0.0:1"))
             .merge(Serialized::default("auth.tokens", vec!["s3cret"]));
         let c = Config::from_figment(figment).expect("valid");
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:1");
-        assert_eq!(c.auth.tokens[0].expose_secret(), "s3cret");
+        assert!(
+            matches!(&c.auth.tokens[0], crate::auth::TokenConfig::Plain(t) if t.expose_secret() == "s3cret")
+        );
         assert!(!format!("{c:?}").contains("s3cret"), "tokens never appear in Debug output");
     }
 }

@@ -7,9 +7,11 @@
 //! - [`store`]: object keys and storage backends (and their configuration).
 //! - [`packages`]: the packages service, every use case (publish, list, get, download, diff),
 //!   shared by the API and the CLI.
+//! - [`auth`]: named bearer tokens, their scopes and functions.
 //! - [`http`]: the API, the only module that knows axum: parse, call the service, map.
 //! - [`cli`]: command-line arguments and commands.
 
+pub mod auth;
 pub mod blocking;
 pub mod cli;
 pub mod client;

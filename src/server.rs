@@ -88,7 +88,7 @@ pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
     };
     Ok(AppState {
         packages: Arc::new(Packages::new(store, pool, git, settings)),
-        settings: Arc::new(ApiSettings::from_config(config)),
+        settings: Arc::new(ApiSettings::from_config(config).context("configuring auth.tokens")?),
         metrics: crate::telemetry::metrics_handle(),
     })
 }

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{function_name, package_key};
+use super::middleware::Access;
 use super::state::AppState;
 use crate::package::manifest::ManifestEntry;
 use crate::packages;
@@ -128,10 +129,12 @@ pub struct ListParams {
 )]
 pub async fn list_artifacts(
     State(state): State<AppState>,
+    access: Access,
     Path(function): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ArtifactList>, ApiError> {
     let function = function_name(&function)?;
+    access.check(&function)?;
     let limit = page_size(params.limit)?;
     let filter = match (params.commit.as_deref(), params.source_sha256.as_deref()) {
         (Some(_), Some(_)) => {
@@ -278,9 +281,11 @@ impl From<&packages::Provenance> for ProvenanceInfo {
 )]
 pub async fn get_artifact(
     State(state): State<AppState>,
+    access: Access,
     Path(key): Path<String>,
 ) -> Result<Json<ArtifactDetail>, ApiError> {
     let key = package_key(&key)?;
+    access.check(key.function())?;
     let detail = state.packages.get(&key).await?;
     Ok(Json(ArtifactDetail {
         key: key.to_string(),
@@ -310,9 +315,11 @@ pub async fn get_artifact(
 )]
 pub async fn get_artifact_zip(
     State(state): State<AppState>,
+    access: Access,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = package_key(&key)?;
+    access.check(key.function())?;
     let body = state.packages.download(&key).await?.body;
     let mut response = Body::from_stream(body.stream).into_response();
     let headers = response.headers_mut();
@@ -376,9 +383,12 @@ pub struct ArtifactDiff {
 )]
 pub async fn diff_artifacts(
     State(state): State<AppState>,
+    access: Access,
     Path((key, other_key)): Path<(String, String)>,
 ) -> Result<Json<ArtifactDiff>, ApiError> {
     let (from, to) = (package_key(&key)?, package_key(&other_key)?);
+    access.check(from.function())?;
+    access.check(to.function())?;
     let diff = state.packages.diff(&from, &to).await?;
     Ok(Json(ArtifactDiff::from(&diff)))
 }

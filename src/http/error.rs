@@ -17,12 +17,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::state::MinBodyRate;
+use crate::auth::Scope;
 use crate::blocking::PoolError;
 use crate::package;
 use crate::packages::{BuildError, Error as PackagesError};
 use crate::source::Error as SourceError;
 use crate::store;
-use crate::store::key::KeyError;
+use crate::store::key::{FunctionName, KeyError};
 
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,22 @@ pub enum ApiError {
     /// No valid bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// The token lacks the scope the route needs.
+    #[error("token {token:?} may not {}: it lacks the {} scope", match scope { Scope::Read => "read", Scope::Write => "publish" }, match scope { Scope::Read => "read", Scope::Write => "write" })]
+    InsufficientScope {
+        /// The token's name.
+        token: String,
+        /// The scope the route needs.
+        scope: Scope,
+    },
+    /// The token is limited to other functions.
+    #[error("token {token:?} may not use function {function}")]
+    FunctionNotAllowed {
+        /// The token's name.
+        token: String,
+        /// The function it asked for.
+        function: FunctionName,
+    },
     /// The body is larger than the limit.
     #[error("the request body is larger than {max} bytes")]
     PayloadTooLarge {
@@ -257,6 +274,8 @@ impl ApiError {
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             Self::UploadInterrupted(_) => (StatusCode::BAD_REQUEST, "upload_interrupted"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::InsufficientScope { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            Self::FunctionNotAllowed { .. } => (StatusCode::FORBIDDEN, "function_not_allowed"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::UploadTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "upload_too_slow"),

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::artifacts::{ArtifactSummary, page_size};
 use super::error::{ApiError, ErrorBody};
 use super::extract::function_name;
+use super::middleware::Access;
 use super::state::AppState;
 use crate::packages::Error as PackagesError;
 
@@ -71,10 +72,11 @@ pub struct FunctionParams {
 )]
 pub async fn list_functions(
     State(state): State<AppState>,
+    access: Access,
     Query(params): Query<FunctionParams>,
 ) -> Result<Json<FunctionList>, ApiError> {
     let limit = page_size(params.limit)?;
-    let page = state.packages.list_functions(limit, params.cursor.as_deref(), &|_| true).await?;
+    let page = state.packages.list_functions(limit, params.cursor.as_deref(), &|f| access.sees(f)).await?;
     Ok(Json(FunctionList {
         functions: page
             .functions
@@ -107,9 +109,11 @@ pub async fn list_functions(
 )]
 pub async fn latest_package(
     State(state): State<AppState>,
+    access: Access,
     Path(function): Path<String>,
 ) -> Result<Json<ArtifactSummary>, ApiError> {
     let function = function_name(&function)?;
+    access.check(&function)?;
     match state.packages.latest(&function).await? {
         Some(row) => Ok(Json(row.into())),
         None => Err(PackagesError::NoPackages(function).into()),

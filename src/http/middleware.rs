@@ -1,40 +1,97 @@
-//! The service's own middleware: bearer auth, load shedding, metrics, and the error envelope
-//! that also logs each failure once.
+//! The service's own middleware: bearer auth and scopes (and the [`Access`] extractor that
+//! gives handlers the caller), load shedding, metrics, and the error envelope that also logs
+//! each failure once.
 
 use std::time::Instant;
+
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, Reported};
 use super::state::AppState;
+use crate::auth::{Caller, Scope};
+use crate::store::key::FunctionName;
 
 /// Requires `Authorization: Bearer <token>` with a configured token, when tokens are
-/// configured. Tokens are compared as SHA-256 digests in constant time, so neither their
-/// content nor their length leaks through timing.
-pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let digests = &state.settings.token_digests;
-    if digests.is_empty() {
+/// configured, and the token's scope for the method (`read` for GET and HEAD, `write` for the
+/// rest): 401 `unauthorized` without a valid token, 403 `insufficient_scope` without the
+/// scope. The caller goes into the request's extensions (where [`Access`] finds it) and its
+/// name onto the request's span, so the one line logged per request names the token (never
+/// the token itself).
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let tokens = &state.settings.tokens;
+    if !tokens.enabled() {
         return next.run(request).await;
     }
-    let presented = request
+    let caller = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
-        .map(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())));
-    let valid = presented
-        .is_some_and(|p| digests.iter().fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&p)).into());
-    if !valid {
+        .and_then(|t| tokens.authenticate(t))
+        .cloned();
+    let Some(caller) = caller else {
         let mut response = ApiError::Unauthorized.into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return response;
+    };
+    tracing::Span::current().record("token", caller.name());
+    let scope = match *request.method() {
+        Method::GET | Method::HEAD => Scope::Read,
+        _ => Scope::Write,
+    };
+    if !caller.has(scope) {
+        return ApiError::InsufficientScope { token: caller.name().to_owned(), scope }.into_response();
     }
+    request.extensions_mut().insert(Arc::new(caller));
     next.run(request).await
+}
+
+/// Who made a request, for the handlers: the token's caller (`None` without authentication,
+/// when every request may do everything).
+#[derive(Debug, Clone)]
+pub struct Access(Option<Arc<Caller>>);
+
+impl Access {
+    /// Refuses a function the token is not limited to (403 `function_not_allowed`).
+    pub fn check(&self, function: &FunctionName) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(caller) if !caller.may_access(function) => Err(ApiError::FunctionNotAllowed {
+                token: caller.name().to_owned(),
+                function: function.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the token may see `function` (in the functions list).
+    pub fn sees(&self, function: &FunctionName) -> bool {
+        self.0.as_ref().is_none_or(|caller| caller.may_access(function))
+    }
+
+    /// The token's name, for a package's provenance.
+    pub fn name(&self) -> Option<String> {
+        self.0.as_ref().map(|caller| caller.name().to_owned())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Arc<Caller>>().cloned()))
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive

@@ -37,6 +37,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use self::middleware::Access;
 pub use self::state::{ApiSettings, AppState, MinBodyRate};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -136,6 +137,7 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
                         route,
                         request_id = id,
                         client,
+                        token = tracing::field::Empty,
                         key = tracing::field::Empty,
                         size_bytes = tracing::field::Empty,
                         outcome = tracing::field::Empty,

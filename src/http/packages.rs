@@ -10,6 +10,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{
     BodyLimits, OptionSource, PackageOptions, Upload, function_name, read_body, request_prefix,
 };
+use super::middleware::Access;
 use super::state::AppState;
 use crate::packages::{Input, Outcome, PublishRequest, Published};
 use crate::source::git::{GitRequest, GitRevision};
@@ -174,7 +175,7 @@ impl PackageResponse {
         (status = 200, description = "Already stored (or dry run)", body = PackageResponse),
         (status = 400, description = "Malformed request or archive", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "Prefix not allowed", body = ErrorBody),
+        (status = 403, description = "Prefix not allowed (`prefix_not_allowed`), a token without the write scope (`insufficient_scope`) or limited to other functions (`function_not_allowed`), a git remote not allowed", body = ErrorBody),
         (status = 408, description = "Request timeout, or the upload arrived slower than the minimum body rate", body = ErrorBody),
         (status = 409, description = "The key holds other bytes", body = ErrorBody),
         (status = 413, description = "Body or unpacked size over a limit", body = ErrorBody),
@@ -186,11 +187,14 @@ impl PackageResponse {
 )]
 pub async fn create_package(
     State(state): State<AppState>,
+    access: Access,
     Path(function): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<(StatusCode, Json<PackageResponse>), ApiError> {
     let function = function_name(&function)?;
+    // Before the upload: a token limited to other functions sends no bytes for nothing.
+    access.check(&function)?;
     let mut options = PackageOptions::from_query(query.as_deref())?;
     let packages = &state.packages;
     let limits = BodyLimits {
@@ -212,7 +216,7 @@ pub async fn create_package(
             input,
             dry_run: options.dry_run,
             source_sha256,
-            created_by: None,
+            created_by: access.name(),
         })
         .await?;
     let status = if published.outcome == Outcome::Created { StatusCode::CREATED } else { StatusCode::OK };

@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::auth::{TokenConfigError, Tokens};
 use crate::config::Config;
 use crate::packages::Packages;
 
@@ -18,9 +17,8 @@ pub struct ApiSettings {
     pub max_body_bytes: u64,
     /// Where uploads past 1 MiB are kept while they arrive (`None`: the system temp directory).
     pub upload_dir: Option<std::path::PathBuf>,
-    /// SHA-256 of each accepted bearer token (compared in constant time; the tokens themselves
-    /// are not kept).
-    pub token_digests: Vec<[u8; 32]>,
+    /// The accepted bearer tokens (as digests), with their names, scopes and functions.
+    pub tokens: Tokens,
     /// Slots for requests in flight; a request that finds none gets 503.
     pub in_flight: Arc<Semaphore>,
     /// Longest time for one request.
@@ -48,23 +46,18 @@ impl MinBodyRate {
 
 impl ApiSettings {
     /// The HTTP settings of a configuration.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
+    pub fn from_config(config: &Config) -> Result<Self, TokenConfigError> {
+        Ok(Self {
             max_body_bytes: config.server.max_body_bytes,
             upload_dir: config.pack.temp_dir.clone(),
-            token_digests: config
-                .auth
-                .tokens
-                .iter()
-                .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into())
-                .collect(),
+            tokens: Tokens::new(&config.auth)?,
             in_flight: Arc::new(Semaphore::new(config.server.concurrency_limit)),
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             min_body_rate: (config.server.min_body_rate_bytes_per_sec > 0).then(|| MinBodyRate {
                 bytes_per_sec: config.server.min_body_rate_bytes_per_sec,
                 window: Duration::from_secs(config.server.min_body_rate_window_secs.max(1)),
             }),
-        }
+        })
     }
 }
 

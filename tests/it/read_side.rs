@@ -52,6 +52,14 @@ impl Rig {
         }
     }
 
+    /// The keys of every package stored (the listing index aside), sorted.
+    pub async fn package_keys(&self) -> Vec<String> {
+        match &self.bucket {
+            Some(bucket) => bucket.keys().await,
+            None => self.app.stored().into_keys().collect(),
+        }
+    }
+
     /// The packages service.
     pub fn packages(&self) -> &Packages {
         &self.app.state.packages
@@ -159,6 +167,7 @@ read_side_tests!(
     the_latest_package_is_the_newest_and_a_function_without_packages_is_404,
     packages_stored_before_the_index_are_listed_after_the_others_and_counted,
     a_re_posted_package_is_listed_once,
+    named_tokens_are_limited_to_their_scopes_and_functions_and_sign_what_they_store,
 );
 
 async fn a_corrupt_object_answers_artifact_corrupt_on_metadata_manifest_and_diff(on: On) {
@@ -740,4 +749,106 @@ async fn a_claim_older_than_the_lease_is_taken_over_by_a_re_post_and_a_fresh_one
     let mut suffixes = suffixes;
     suffixes.sort();
     assert_eq!(suffixes, expected, "{index:?}");
+}
+
+/// A request with a bearer token.
+async fn as_token(
+    app: &TestApp,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: Vec<u8>,
+) -> crate::support::app::TestResponse {
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::from(body))
+        .expect("a request");
+    app.call(request).await
+}
+
+async fn named_tokens_are_limited_to_their_scopes_and_functions_and_sign_what_they_store(on: On) {
+    let rig = Rig::new(on, |c| {
+        let tokens = r#"[
+            "admin-secret",
+            {name = "ci-orders", token = "ci-secret", scopes = ["write"], functions = ["orders*"]},
+            {name = "dash-orders", token = "dash-secret", scopes = ["read"], functions = ["orders-*"]},
+            {name = "reader", token = "reader-secret", scopes = ["read"]}
+        ]"#;
+        let figment = figment::Figment::new().merge(
+            <figment::providers::Toml as figment::providers::Format>::string(&format!("tokens = {tokens}")),
+        );
+        c.auth = figment.extract().expect("an [auth] table");
+    })
+    .await;
+    let app = &rig.app;
+    let post = |token: &'static str, function: &'static str, n: usize| async move {
+        as_token(app, token, "POST", &format!("/v1/functions/{function}/package"), numbered(n)).await
+    };
+    let get =
+        |token: &'static str, uri: String| async move { as_token(app, token, "GET", &uri, Vec::new()).await };
+
+    // Writing: the write scope, within the token's functions.
+    let orders = post("ci-secret", "orders", 1).await;
+    assert_eq!(orders.status, 201, "{}", String::from_utf8_lossy(&orders.body));
+    let orders = orders.json()["key"].as_str().expect("key").to_owned();
+    let orders_api = post("ci-secret", "orders-api", 2).await.json()["key"].as_str().expect("key").to_owned();
+    let billing = post("admin-secret", "billing", 3).await.json()["key"].as_str().expect("key").to_owned();
+    let stored = rig.package_keys().await;
+    let message = post("ci-secret", "billing", 4).await.assert_error(403, "function_not_allowed");
+    assert!(
+        message.contains("ci-orders") && message.contains("billing") && !message.contains("ci-secret"),
+        "{message}"
+    );
+    let message = post("reader-secret", "orders", 5).await.assert_error(403, "insufficient_scope");
+    assert!(message.contains("reader") && message.contains("write"), "{message}");
+    post("dash-secret", "orders-api", 6).await.assert_error(403, "insufficient_scope");
+    assert_eq!(as_token(app, "wrong", "POST", "/v1/functions/orders/package", numbered(7)).await.status, 401);
+    assert_eq!(rig.package_keys().await, stored, "nothing stored by a refused request");
+
+    // What a token stores carries its name, never the token.
+    let created_by = |key: &str| {
+        let uri = format!("/v1/artifacts/{key}");
+        async move { get("admin-secret", uri).await.json()["provenance"]["created_by"].clone() }
+    };
+    assert_eq!(created_by(&orders).await, "ci-orders");
+    assert_eq!(created_by(&billing).await, "token-1");
+    assert_eq!(
+        rig.stored_metadata(&orders).await.get("lp-created-by").map(String::as_str),
+        Some("ci-orders")
+    );
+
+    // Reading: the read scope; a write-only token may not list.
+    get("ci-secret", "/v1/functions/orders/artifacts".into()).await.assert_error(403, "insufficient_scope");
+    let names = |page: Value| -> Vec<String> {
+        page["functions"]
+            .as_array()
+            .expect("functions")
+            .iter()
+            .map(|f| f["function"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(get("reader-secret", "/v1/functions".into()).await.json()),
+        ["billing", "orders", "orders-api"]
+    );
+    // Limited to `orders-*`: only those functions are listed, and every other is refused on
+    // every route, packages named by key included.
+    assert_eq!(names(get("dash-secret", "/v1/functions".into()).await.json()), ["orders-api"]);
+    assert_eq!(get("dash-secret", "/v1/functions/orders-api/artifacts".into()).await.status, 200);
+    assert_eq!(get("dash-secret", "/v1/functions/orders-api/latest".into()).await.status, 200);
+    assert_eq!(get("dash-secret", format!("/v1/artifacts/{orders_api}")).await.status, 200);
+    for uri in [
+        "/v1/functions/orders/artifacts".to_owned(),
+        "/v1/functions/billing/latest".to_owned(),
+        format!("/v1/artifacts/{billing}"),
+        format!("/v1/artifacts/{billing}/zip"),
+        format!("/v1/artifacts/{orders_api}/diff/{orders}"),
+        format!("/v1/artifacts/{orders}/diff/{orders_api}"),
+    ] {
+        get("dash-secret", uri.clone()).await.assert_error(403, "function_not_allowed");
+    }
+    assert_eq!(app.get("/v1/functions").await.status, 401, "no token");
+    assert_eq!(app.get("/healthz").await.status, 200, "probes stay open");
 }
