@@ -98,6 +98,7 @@ pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
 /// Paging and filter parameters of a function's listing.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 100 (default 50).
     pub limit: Option<usize>,
@@ -123,7 +124,8 @@ pub struct ListParams {
     responses(
         (status = 200, description = "A page of packages", body = ArtifactList),
         (status = 400, description = "Bad function name, cursor, limit, commit or digest", body = ErrorBody),
-        (status = 403, description = "The token may not read this function (`function_not_allowed`)", body = ErrorBody),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
+        (status = 502, description = "The listing index is damaged (`index_corrupt`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -274,6 +276,7 @@ impl From<&packages::Provenance> for ProvenanceInfo {
     responses(
         (status = 200, description = "Metadata and manifest", body = ArtifactDetail),
         (status = 400, description = "Not a package key", body = ErrorBody),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "No such package", body = ErrorBody),
         (status = 502, description = "The object under the key is not a readable zip (`artifact_corrupt`)", body = ErrorBody),
     ),
@@ -309,6 +312,7 @@ pub async fn get_artifact(
     params(("key" = String, Path, description = "The package key, URL-encoded (`/` as `%2F`)")),
     responses(
         (status = 200, description = "The zip", content_type = "application/zip"),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "No such package", body = ErrorBody),
     ),
     security((), ("bearer" = []))
@@ -376,6 +380,7 @@ pub struct ArtifactDiff {
     ),
     responses(
         (status = 200, description = "The difference", body = ArtifactDiff),
+        (status = 403, description = "The token may not read a function of the two (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "A package does not exist", body = ErrorBody),
         (status = 502, description = "An object is not a readable zip (`artifact_corrupt`)", body = ErrorBody),
     ),

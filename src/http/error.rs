@@ -435,6 +435,53 @@ mod tests {
         );
     }
 
+    /// Every code this module answers: the `(StatusCode::…, "code")` pairs of its matches and
+    /// the codes of bare statuses.
+    fn codes_in_this_file() -> Vec<String> {
+        let source = include_str!("error.rs").split("#[cfg(test)]").next().expect("the code");
+        let mut codes = Vec::new();
+        for (i, _) in source.match_indices("StatusCode::") {
+            let rest = &source[i..];
+            let Some(end) = rest.find(')') else { continue };
+            if let Some((_, code)) = rest[..end].split_once(", \"") {
+                codes.push(code.trim_end_matches('"').to_owned());
+            }
+        }
+        let bare = source
+            .split("fn rejected_code")
+            .nth(1)
+            .and_then(|f| f.split("\n}\n").next())
+            .expect("rejected_code");
+        codes.extend(bare.split("=> \"").skip(1).filter_map(|c| c.split('"').next()).map(str::to_owned));
+        codes.sort();
+        codes.dedup();
+        codes
+    }
+
+    #[test]
+    fn the_readme_error_table_lists_every_code() {
+        let readme = include_str!("../../README.md");
+        let table =
+            readme.split("## Error codes").nth(1).and_then(|t| t.split("\n## ").next()).expect("the table");
+        let codes = codes_in_this_file();
+        for code in [
+            "artifact_corrupt",
+            "insufficient_scope",
+            "function_not_allowed",
+            "index_corrupt",
+            "unauthorized",
+        ] {
+            assert!(codes.iter().any(|c| c == code), "{code} not found in error.rs: {codes:?}");
+        }
+        for code in &codes {
+            if code == "error" || code == "unavailable" || code == "unsupported_media_type" {
+                // Statuses no layer of this service answers bare (a catch-all, kept for safety).
+                continue;
+            }
+            assert!(table.contains(&format!("`{code}`")), "the README's error table lacks `{code}`");
+        }
+    }
+
     #[test]
     fn unavailable_answers_carry_retry_after() {
         let busy = ApiError::from(PoolError::Busy { workers: 1, waited: Default::default() }).into_response();

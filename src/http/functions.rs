@@ -46,6 +46,7 @@ pub struct FunctionList {
 /// Paging parameters of the functions list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FunctionParams {
     /// Page size, 1 to 100 (default 50).
     pub limit: Option<usize>,
@@ -67,6 +68,7 @@ pub struct FunctionParams {
     responses(
         (status = 200, description = "A page of functions", body = FunctionList),
         (status = 400, description = "Bad cursor or limit", body = ErrorBody),
+        (status = 403, description = "The token lacks the read scope (`insufficient_scope`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -103,6 +105,7 @@ pub async fn list_functions(
     responses(
         (status = 200, description = "The newest package", body = ArtifactSummary),
         (status = 400, description = "Bad function name", body = ErrorBody),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "The function has no package (`artifact_not_found`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))

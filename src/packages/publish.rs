@@ -8,8 +8,6 @@ use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tempfile::NamedTempFile;
-
 use super::index::Row;
 use super::provenance::{GitProvenance, Provenance};
 use super::{Error as PackagesError, Packages};
@@ -145,7 +143,7 @@ struct StagingSink {
 
 enum Staging {
     Memory(Vec<u8>),
-    File(NamedTempFile),
+    File(std::fs::File),
     /// The file system was full: bytes are counted and hashed upstream, then dropped.
     Full,
 }
@@ -155,11 +153,13 @@ impl StagingSink {
         Self { dir, state: Staging::Memory(Vec::new()) }
     }
 
-    /// Moves to a temp file holding `parts`, or to [`Staging::Full`] if there is no room.
+    /// Moves to a temp file holding `parts`, or to [`Staging::Full`] if there is no room. The
+    /// file is unlinked (it never has a name a crash could leave behind); a local store on its
+    /// file system links it into place.
     fn spill(&self, parts: &[&[u8]]) -> io::Result<Staging> {
         let created = match &self.dir {
-            Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
-            None => tempfile::Builder::new().prefix("lambda-packager-").tempfile(),
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
         };
         let mut file = match created {
             Ok(file) => file,

@@ -2,12 +2,16 @@
 //!
 //! An object is written to a temp file, fsynced, then published with a no-clobber rename
 //! (`renameat2(RENAME_NOREPLACE)`, or link + unlink where that is missing), and the directory is
-//! fsynced. A temp file handed over by the caller is renamed into place straight from where it
-//! is when it is on the store's file system (no copy), and copied into `<root>/.staging/` first
-//! otherwise; bytes in memory are written there. "Already exists" means someone else stored the
-//! key first. A reader therefore never sees a partial file under a final name, and a crash
-//! leaves at most a temp file in `.staging/`, which the startup sweep removes. One directory
-//! serves one process: the sweep would remove a second process's uploads in progress.
+//! fsynced. An unlinked temp file handed over by the caller is linked into place straight from
+//! its descriptor (`linkat` of `/proc/self/fd/N`, which fails on an existing name) when it is on
+//! the store's file system (no copy), and copied into `<root>/.staging/` first otherwise; bytes
+//! in memory are written there. "Already exists" means someone else stored the key first. A
+//! reader therefore never sees a partial file under a final name, and a crash leaves at most a
+//! temp file in `.staging/`, which the startup sweep removes. One directory serves one process:
+//! the sweep would remove a second process's uploads in progress.
+//!
+//! An object's metadata lives in a sidecar next to it, `.{name}.metadata.json`, renamed into
+//! place before the object under the folder's `flock`.
 //!
 //! No operation follows a symlink below the root (see [`LocalStore`]): a key-named symlink, a
 //! symlinked prefix folder or a symlink in a listed folder is treated as absent, and a put that
@@ -186,19 +190,27 @@ fn sidecar_name(name: &str) -> String {
     format!(".{name}.metadata.json")
 }
 
+/// Bytes ready to be published: on disk (fsynced), readable by all, on the store's file
+/// system, so that publishing them is a link or a rename.
+enum Prepared {
+    /// The caller's unlinked temp file: linked into place through its `/proc/self/fd` path.
+    Unlinked(File),
+    /// A temp file in `.staging/`: renamed into place (removed when dropped, unless published).
+    Named(tempfile::TempPath),
+}
+
 impl LocalStore {
-    /// Makes `data` ready to be published: a temp file, on disk (fsynced) and readable by all,
-    /// on the store's file system, so that publishing it is a rename. A caller's temp file
-    /// already on this file system is used as it is (no copy); otherwise (another file system,
-    /// or bytes in memory) the bytes are written to a temp file in `.staging/`.
-    fn prepare(&self, data: StagedBytes) -> io::Result<tempfile::TempPath> {
+    /// Makes `data` ready to be published. A caller's temp file already on this file system is
+    /// used as it is (no copy); otherwise (another file system, or bytes in memory) the bytes
+    /// are written to a temp file in `.staging/`.
+    fn prepare(&self, data: StagedBytes) -> io::Result<Prepared> {
         use std::os::unix::fs::MetadataExt as _;
         let mut file = match data {
-            StagedBytes::File(file) if file.as_file().metadata()?.dev() == self.root_dev => {
-                prepare(file.as_file())?;
-                return Ok(file.into_temp_path());
+            StagedBytes::File(file) if file.metadata()?.dev() == self.root_dev => {
+                prepare(&file)?;
+                return Ok(Prepared::Unlinked(file));
             }
-            StagedBytes::File(file) => return self.copy_to_staging(&file.into_temp_path()),
+            StagedBytes::File(file) => return self.copy_to_staging(&file).map(Prepared::Named),
             StagedBytes::Memory(bytes) => {
                 let mut file = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
                 file.write_all(&bytes)?;
@@ -207,12 +219,13 @@ impl LocalStore {
         };
         file.flush()?;
         prepare(file.as_file())?;
-        Ok(file.into_temp_path())
+        Ok(Prepared::Named(file.into_temp_path()))
     }
 
-    fn copy_to_staging(&self, from: &Path) -> io::Result<tempfile::TempPath> {
+    /// A copy of `from` (read from its start) in `.staging/`, ready to be renamed into place.
+    fn copy_to_staging(&self, from: &File) -> io::Result<tempfile::TempPath> {
         let mut copy = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
-        io::copy(&mut File::open(from)?, copy.as_file_mut())?;
+        io::copy(&mut File::open(super::fd_path(from))?, copy.as_file_mut())?;
         prepare(copy.as_file())?;
         Ok(copy.into_temp_path())
     }
@@ -229,7 +242,7 @@ impl LocalStore {
     /// startup sweep).
     fn publish(
         &self,
-        temp: tempfile::TempPath,
+        temp: Prepared,
         metadata: &Metadata,
         dir: BorrowedFd<'_>,
         name: &str,
@@ -242,7 +255,7 @@ impl LocalStore {
 
     fn publish_locked(
         &self,
-        temp: tempfile::TempPath,
+        temp: Prepared,
         metadata: &Metadata,
         dir: BorrowedFd<'_>,
         name: &str,
@@ -261,19 +274,35 @@ impl LocalStore {
             rustix::fs::renameat(rustix::fs::CWD, &*sidecar, dir, sidecar_name(name))?;
             let _ = sidecar.keep();
         }
-        let temp = match publish_noclobber(&temp, dir, name) {
-            // A bind mount can share a device with the store yet refuse a rename across it.
-            Err(e) if e.raw_os_error() == Some(Errno::XDEV.raw_os_error()) => {
-                let copy = self.copy_to_staging(&temp)?;
-                publish_noclobber(&copy, dir, name).map(|()| copy)
-            }
-            other => other.map(|()| temp),
-        };
-        match temp {
-            Ok(temp) => {
+        let published = match temp {
+            Prepared::Named(temp) => publish_noclobber(&temp, dir, name).map(|()| {
                 let _ = temp.keep();
-                Ok(PutOutcome::Created { version_id: None })
+            }),
+            Prepared::Unlinked(file) => {
+                // `linkat` gives the unlinked file a name, and fails on an existing one. A
+                // bind mount can share a device with the store yet refuse a link across it
+                // (EXDEV), and a file that was unlinked rather than created nameless cannot be
+                // linked again (ENOENT): both are copied instead.
+                let linked = rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    super::fd_path(&file),
+                    dir,
+                    name,
+                    AtFlags::SYMLINK_FOLLOW,
+                );
+                match linked {
+                    Err(Errno::XDEV | Errno::NOENT) => {
+                        let copy = self.copy_to_staging(&file)?;
+                        publish_noclobber(&copy, dir, name).map(|()| {
+                            let _ = copy.keep();
+                        })
+                    }
+                    other => other.map_err(io::Error::from),
+                }
             }
+        };
+        match published {
+            Ok(()) => Ok(PutOutcome::Created { version_id: None }),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
             Err(e) => Err(e),
         }

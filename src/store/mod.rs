@@ -23,7 +23,6 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use tempfile::NamedTempFile;
 
 use self::key::{ListPrefix, ObjectKey, StoreKey};
 use self::local::LocalStore;
@@ -68,9 +67,10 @@ pub enum PutOutcome {
 pub enum StagedBytes {
     /// In memory (small packages: no temp file is created unless a local store stores it).
     Memory(bytes::Bytes),
-    /// A temp file (removed when dropped, unless a local store moved it into place: it does
-    /// so without a copy when the file is on the store's file system).
-    File(NamedTempFile),
+    /// An unlinked temp file at its start (gone when dropped, unless a local store linked it
+    /// into place: it does so without a copy when the file is on the store's file system).
+    /// Backends read it through `/proc/self/fd`, so it needs no name of its own.
+    File(std::fs::File),
 }
 
 /// An object waiting to be stored: its bytes, size, digest and metadata.
@@ -84,6 +84,14 @@ pub struct Staged {
     pub sha256: Sha256Hex,
     /// Stored with the object, atomically: a reader never sees the object without it.
     pub metadata: Metadata,
+}
+
+/// A path that opens `file` again (anew, at its start), whether or not it has a name: its
+/// `/proc/self/fd` link, valid while `file` is open. What a backend that reads from paths (the
+/// SDK, which reopens a body for each retry) or links files into place is given.
+pub(crate) fn fd_path(file: &std::fs::File) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd as _;
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 impl Staged {

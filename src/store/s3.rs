@@ -207,7 +207,7 @@ impl S3Store {
             StagedBytes::Memory(bytes) => ByteStream::from(bytes.clone()),
             // Streamed from the path, not read into memory: the SDK re-opens it for every retry.
             StagedBytes::File(file) => {
-                ByteStream::from_path(file.path()).await.map_err(SdkError::construction_failure)?
+                ByteStream::from_path(super::fd_path(file)).await.map_err(SdkError::construction_failure)?
             }
         };
         let output = self

@@ -15,12 +15,12 @@ use lambda_packager::store::{ByteRange, Error, ListRequest, PutOutcome, Staged, 
 use crate::support::noise;
 use crate::support::s3::{MotoServer, TestBucket};
 
-/// `bytes` in a temp file, as the packages service stages a package over 1 MiB.
+/// `bytes` in an unlinked temp file, as the packages service stages a package over 1 MiB.
 fn stage(bytes: &[u8]) -> Staged {
     use std::io::Write as _;
-    let mut file = tempfile::NamedTempFile::new().expect("create a staging file");
+    let mut file = tempfile::tempfile().expect("create a staging file");
     file.write_all(bytes).expect("write the staging file");
-    file.as_file().sync_all().expect("sync the staging file");
+    file.sync_all().expect("sync the staging file");
     Staged {
         data: StagedBytes::File(file),
         size: bytes.len() as u64,
@@ -542,4 +542,31 @@ async fn s3_denied_access_is_an_error_never_absent() {
     let listed = store.list(&ListRequest::new(packages_of("", "denied"), 10)).await;
     assert!(matches!(listed, Err(Error::Denied(_))), "{listed:?}");
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_a_temp_file_that_cannot_be_linked_is_copied_into_place() {
+    use std::io::Write as _;
+    let env = LocalEnv::new();
+    // A file that had a name and lost it (not created nameless): `linkat` refuses to name it
+    // again, so the store copies it into `.staging/` and renames the copy.
+    let bytes = noise(3 << 20, 300);
+    let named = tempfile::NamedTempFile::new().expect("a named temp file");
+    let mut file = named.reopen().expect("a second handle");
+    drop(named);
+    file.write_all(&bytes).expect("write");
+    let key = key_of("copied/", "fn", &bytes);
+    let staged = Staged {
+        data: StagedBytes::File(file),
+        size: bytes.len() as u64,
+        sha256: Sha256Hex::of_bytes(&bytes),
+        metadata: tagged("copied"),
+    };
+    assert!(matches!(
+        env.store.put_if_absent(&(&key).into(), staged).await.expect("put"),
+        PutOutcome::Created { .. }
+    ));
+    assert_eq!(read_all(&env.store, &key).await, bytes);
+    assert_eq!(head(&env.store, &key).await.expect("exists").metadata, tagged("copied"));
+    env.assert_staging_is_empty();
 }
