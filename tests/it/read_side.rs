@@ -71,9 +71,10 @@ impl Rig {
             Some(bucket) => bucket.index_keys().await,
             None => {
                 let root = self.app.store_root();
-                let mut keys: Vec<String> = crate::faults::files_under(&root.join(".lambda-packager"))
+                let mut keys: Vec<String> = crate::faults::files_under(&root)
                     .into_iter()
                     .map(|p| p.strip_prefix(&root).expect("under root").to_string_lossy().into_owned())
+                    .filter(|k| k.split('/').any(|c| c == ".lambda-packager"))
                     .collect();
                 keys.sort();
                 keys
@@ -168,6 +169,7 @@ read_side_tests!(
     packages_stored_before_the_index_are_listed_after_the_others_and_counted,
     a_re_posted_package_is_listed_once,
     named_tokens_are_limited_to_their_scopes_and_functions_and_sign_what_they_store,
+    request_prefixed_packages_are_listed_with_their_whole_keys,
 );
 
 async fn a_corrupt_object_answers_artifact_corrupt_on_metadata_manifest_and_diff(on: On) {
@@ -851,4 +853,27 @@ async fn named_tokens_are_limited_to_their_scopes_and_functions_and_sign_what_th
     }
     assert_eq!(app.get("/v1/functions").await.status, 401, "no token");
     assert_eq!(app.get("/healthz").await.status, 200, "probes stay open");
+}
+
+async fn request_prefixed_packages_are_listed_with_their_whole_keys(on: On) {
+    let rig = Rig::new(on, |c| {
+        c.store.prefix = "ops/".parse().expect("a prefix");
+        c.store.allow_request_prefix = true;
+    })
+    .await;
+    let plain = rig.publish("fn", numbered(1)).await;
+    let r = rig.app.post("/v1/functions/fn/package?prefix=team%2Fa%2F", numbered(2)).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let prefixed = r.json()["key"].as_str().expect("key").to_owned();
+    assert!(
+        plain.starts_with("ops/lambda-fn-") && prefixed.starts_with("ops/team/a/lambda-fn-"),
+        "{plain} {prefixed}"
+    );
+    // One index per operator prefix: both packages of `fn`, each with its whole key.
+    assert_eq!(keys_of(&rig.app.get("/v1/functions/fn/artifacts").await.json()), [prefixed.clone(), plain]);
+    assert_eq!(rig.app.get("/v1/functions").await.json()["functions"][0]["packages"], 2);
+    assert_eq!(rig.detail(&prefixed).await["key"], prefixed.as_str());
+    assert!(rig.index_keys().await.iter().all(|k| k.starts_with("ops/.lambda-packager/index/v1/")));
+    // The listing has no `prefix` parameter: every request prefix is in it.
+    rig.app.get("/v1/functions/fn/artifacts?prefix=team%2F").await.assert_error(400, "invalid_request");
 }
