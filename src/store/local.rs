@@ -370,20 +370,7 @@ impl LocalStore {
             let Some(key) = request.prefix().parse(full) else {
                 continue;
             };
-            let name = &full[dir.len()..];
-            // Opened no-follow (O_PATH): a symlink is the link itself, not a file, so skipped.
-            let fd = match rustix::fs::openat(
-                &folder,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(e) if is_absent(e) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let meta = File::from(fd).metadata()?;
-            if meta.is_file() {
+            if let Some(meta) = regular_file(folder.as_fd(), &full[dir.len()..])? {
                 listing.objects.push((key, meta_of(&meta)));
             }
         }
@@ -477,24 +464,25 @@ impl TreeWalk<'_> {
             let Some(key) = self.request.prefix().parse(&full) else {
                 continue;
             };
-            let name = &full[path.len()..];
-            let fd = match rustix::fs::openat(
-                folder,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(e) if is_absent(e) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let meta = File::from(fd).metadata()?;
-            if meta.is_file() {
+            if let Some(meta) = regular_file(folder, &full[path.len()..])? {
                 self.listing.objects.push((key, meta_of(&meta)));
             }
         }
         Ok(true)
     }
+}
+
+/// The metadata of `name` in `folder` if it is a regular file. Opened no-follow (`O_PATH`): a
+/// symlink is the link itself, not a file, so it is none; neither is a name that vanished.
+fn regular_file(folder: BorrowedFd<'_>, name: &str) -> io::Result<Option<fs::Metadata>> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(folder, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) if is_absent(e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = File::from(fd).metadata()?;
+    Ok(meta.is_file().then_some(meta))
 }
 
 /// Readies a temp file for publishing: readable by all (temp files are created 0600, a stored

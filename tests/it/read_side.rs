@@ -60,6 +60,26 @@ impl Rig {
         }
     }
 
+    /// A rig whose service takes git requests for `remote`, its mirrors in `mirrors`.
+    pub async fn with_git(on: On, remote: &Remote, mirrors: &std::path::Path) -> Self {
+        let (prefix, mirror_dir) = (remote.server.base_url(), mirrors.to_owned());
+        Self::new(on, move |c| {
+            c.git.allowed_remotes = vec![format!("{prefix}/")];
+            c.git.allow_insecure_http = true;
+            c.git.mirror_dir = mirror_dir;
+        })
+        .await
+    }
+
+    /// POSTs a JSON git request for `function`.
+    pub async fn post_git(&self, function: &str, body: &Value) -> crate::support::app::TestResponse {
+        let request = axum::http::Request::post(format!("/v1/functions/{function}/package"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("a request");
+        self.app.call(request).await
+    }
+
     /// The packages service.
     pub fn packages(&self) -> &Packages {
         &self.app.state.packages
@@ -216,13 +236,7 @@ fn assert_created_between(provenance: &Value, before: SystemTime, after: SystemT
 async fn provenance_of_tar_gz_zip_and_git_packages_is_stored_with_the_object_and_read_back(on: On) {
     let remote = Remote::new();
     let mirrors = tempfile::tempdir().expect("temp dir");
-    let (prefix, mirror_dir) = (remote.server.base_url(), mirrors.path().to_owned());
-    let rig = Rig::new(on, move |c| {
-        c.git.allowed_remotes = vec![format!("{prefix}/")];
-        c.git.allow_insecure_http = true;
-        c.git.mirror_dir = mirror_dir;
-    })
-    .await;
+    let rig = Rig::with_git(on, &remote, mirrors.path()).await;
     let version = env!("CARGO_PKG_VERSION");
 
     // A raw tar.gz: its own digest is the source's.
@@ -277,12 +291,8 @@ async fn provenance_of_tar_gz_zip_and_git_packages_is_stored_with_the_object_and
     // A git commit: repo, ref, commit and path; no source digest.
     let head = git(remote.repo.path(), &["rev-parse", "HEAD"]).trim().to_owned();
     let body = json!({"git": {"repo": remote.url(), "ref": "main", "path": "lambdas/orders"}});
-    let request = axum::http::Request::post("/v1/functions/orders/package")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))
-        .expect("a request");
     let before = SystemTime::now();
-    let created = rig.app.call(request).await;
+    let created = rig.post_git("orders", &body).await;
     let after = SystemTime::now();
     assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
     let git_key = created.json()["key"].as_str().expect("key").to_owned();
@@ -487,22 +497,12 @@ impl Rig {
 async fn packages_are_found_by_a_prefix_of_their_commit_or_by_the_digest_of_their_upload(on: On) {
     let remote = Remote::new();
     let mirrors = tempfile::tempdir().expect("temp dir");
-    let (prefix, mirror_dir) = (remote.server.base_url(), mirrors.path().to_owned());
-    let rig = Rig::new(on, move |c| {
-        c.git.allowed_remotes = vec![format!("{prefix}/")];
-        c.git.allow_insecure_http = true;
-        c.git.mirror_dir = mirror_dir;
-    })
-    .await;
+    let rig = Rig::with_git(on, &remote, mirrors.path()).await;
     let post_git = |path: &'static str| {
         let body = json!({"git": {"repo": remote.url(), "ref": "main", "path": path}});
-        let request = axum::http::Request::post("/v1/functions/orders/package")
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body.to_string()))
-            .expect("a request");
-        let app = &rig.app;
+        let rig = &rig;
         async move {
-            let r = app.call(request).await;
+            let r = rig.post_git("orders", &body).await;
             assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
             r.json()["key"].as_str().expect("key").to_owned()
         }
