@@ -5,7 +5,8 @@
 //! fsynced. An unlinked temp file handed over by the caller is linked into place straight from
 //! its descriptor (`linkat` of `/proc/self/fd/N`, which fails on an existing name) when it is on
 //! the store's file system (no copy), and copied into `<root>/.staging/` first otherwise; bytes
-//! in memory are written there. "Already exists" means someone else stored the key first. A
+//! in memory are written to a nameless `O_TMPFILE` in the key's folder and linked the same way
+//! (or, without `O_TMPFILE`, staged in `.staging/`). "Already exists" means someone else stored the key first. A
 //! reader therefore never sees a partial file under a final name, and a crash leaves at most a
 //! temp file in `.staging/`, which the startup sweep removes. One directory serves one process:
 //! the sweep would remove a second process's uploads in progress.
@@ -200,23 +201,34 @@ enum Prepared {
 }
 
 impl LocalStore {
-    /// Makes `data` ready to be published. A caller's temp file already on this file system is
-    /// used as it is (no copy); otherwise (another file system, or bytes in memory) the bytes
-    /// are written to a temp file in `.staging/`.
-    fn prepare(&self, data: StagedBytes) -> io::Result<Prepared> {
+    /// Makes `data` ready to be published in `dir`. A caller's temp file already on this file
+    /// system is used as it is (no copy); bytes in memory go to a nameless file in `dir` itself
+    /// (`O_TMPFILE`: no name until it is linked in, so a crash leaves nothing); otherwise (a
+    /// file on another file system, or a file system without `O_TMPFILE`) the bytes are
+    /// written to a temp file in `.staging/`.
+    fn prepare(&self, data: StagedBytes, dir: BorrowedFd<'_>) -> io::Result<Prepared> {
         use std::os::unix::fs::MetadataExt as _;
-        let mut file = match data {
+        let bytes = match data {
             StagedBytes::File(file) if file.metadata()?.dev() == self.root_dev => {
                 prepare(&file)?;
                 return Ok(Prepared::Unlinked(file));
             }
             StagedBytes::File(file) => return self.copy_to_staging(&file).map(Prepared::Named),
-            StagedBytes::Memory(bytes) => {
-                let mut file = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
-                file.write_all(&bytes)?;
-                file
-            }
+            StagedBytes::Memory(bytes) => bytes,
         };
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        match rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o644)) {
+            Ok(fd) => {
+                let mut file = File::from(fd);
+                file.write_all(&bytes)?;
+                prepare(&file)?;
+                return Ok(Prepared::Unlinked(file));
+            }
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut file = tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.staging)?;
+        file.write_all(&bytes)?;
         file.flush()?;
         prepare(file.as_file())?;
         Ok(Prepared::Named(file.into_temp_path()))
@@ -552,11 +564,11 @@ impl Store for LocalStore {
             {
                 return Ok(PutOutcome::AlreadyExists);
             }
-            // The bytes are made ready first, outside the folder's lock: a copy can take a while.
-            // The temp file is removed when `temp` drops, unless it was published.
-            let temp = store.prepare(staged.data)?;
             let dir =
                 store.folder(&dirs, true)?.ok_or_else(|| io::Error::other("the key's folder vanished"))?;
+            // The bytes are made ready first, outside the folder's lock: a copy can take a while.
+            // A temp file is removed when `temp` drops, unless it was published.
+            let temp = store.prepare(staged.data, dir.as_fd())?;
             let outcome = store.publish(temp, &staged.metadata, dir.as_fd(), name)?;
             // One fsync makes both renames (sidecar and object) durable: they are in this folder.
             rustix::fs::fsync(&dir)?;
