@@ -10,7 +10,6 @@ use std::num::NonZeroUsize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +17,7 @@ use serde::Serialize;
 
 use crate::client::{PushInput, ServerUrl};
 use crate::package::{self, Limits, PackOptions};
-use crate::publish::{self, GitInput, Input};
+use crate::packages::{self, BuildError, Input};
 use crate::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection};
 use crate::store::key::{FunctionName, KeyPrefix, ObjectKey};
@@ -207,8 +206,9 @@ pub struct GitArgs {
 }
 
 impl GitArgs {
-    /// The git input these flags describe, if --git was given.
-    fn input(&self) -> Result<Option<(GitInput, String)>, CommandError> {
+    /// The git input these flags describe, if --git was given: the request, the git sources
+    /// that allow exactly its remote, and the repository as the user wrote it.
+    fn input(&self) -> Result<Option<(GitRequest, GitSource, String)>, CommandError> {
         let (Some(repo), Some(reference)) = (&self.git, &self.reference) else { return Ok(None) };
         // A path the user can see is taken as a local repository, relative to the current
         // directory; the URL rules want it absolute.
@@ -222,9 +222,9 @@ impl GitArgs {
             max_fetch_bytes: self.git_max_fetch_bytes,
             ..GitConfig::default()
         };
-        let source = GitSource::for_remote(&remote, config).map_err(publish::Error::from)?;
+        let source = GitSource::for_remote(&remote, config).map_err(BuildError::from)?;
         let request = GitRequest { repo: remote, reference: reference.clone(), path: None };
-        Ok(Some((GitInput { source: Arc::new(source), request }, repo.clone())))
+        Ok(Some((request, source, repo.clone())))
     }
 }
 
@@ -320,13 +320,13 @@ impl CommandError {
 
     /// A build failure, with the paths an I/O failure involved (the errors of `source` and
     /// `package` do not carry the input's name or the output's path).
-    fn build(e: publish::Error, input: &str, output: &str) -> Self {
+    fn build(e: BuildError, input: &str, output: &str) -> Self {
         let context = match &e {
-            publish::Error::Source(source::Error::Io(_)) => {
+            BuildError::Source(source::Error::Io(_)) => {
                 Some(format!("reading {input}; temp files in {}", std::env::temp_dir().display()))
             }
-            publish::Error::Package(package::Error::Read { .. }) => Some(format!("in {input}")),
-            publish::Error::Package(package::Error::Write(_) | package::Error::Zip(_)) => {
+            BuildError::Package(package::Error::Read { .. }) => Some(format!("in {input}")),
+            BuildError::Package(package::Error::Write(_) | package::Error::Zip(_)) => {
                 Some(format!("writing {output}"))
             }
             _ => None,
@@ -339,9 +339,9 @@ impl CommandError {
     }
 }
 
-impl From<publish::Error> for CommandError {
-    fn from(e: publish::Error) -> Self {
-        let user_error = matches!(&e, publish::Error::Source(s) if s.is_input_error());
+impl From<BuildError> for CommandError {
+    fn from(e: BuildError) -> Self {
+        let user_error = matches!(&e, BuildError::Source(s) if s.is_input_error());
         Self { code: e.code().to_owned(), message: report(&e), user_error }
     }
 }
@@ -441,14 +441,14 @@ impl PackArgs {
     pub fn run(self) -> Result<PackOutput, CommandError> {
         let limits = Limits::default();
         let git = self.git.input()?;
-        let requested_repo = git.as_ref().map(|(_, repo)| repo.clone());
-        let (input, input_name) = match (git, self.source.as_deref()) {
-            (Some((git, repo)), _) => (Input::Git(git), repo),
+        let requested_repo = git.as_ref().map(|(_, _, repo)| repo.clone());
+        let (input, git_source, input_name) = match (git, self.source.as_deref()) {
+            (Some((request, source, repo)), _) => (Input::Git(request), Some(source), repo),
             (None, source) => {
                 let source = source.unwrap_or_default();
                 match open_input(source, &limits)? {
-                    LocalInput::Directory(dir) => (Input::Directory(dir), source.to_owned()),
-                    LocalInput::Archive { file, name } => (Input::Archive(file.into()), name),
+                    LocalInput::Directory(dir) => (Input::Directory(dir), None, source.to_owned()),
+                    LocalInput::Archive { file, name } => (Input::Archive(file.into()), None, name),
                 }
             }
         };
@@ -458,7 +458,7 @@ impl PackArgs {
         };
         let selection = self.selection.selection();
         let build = |out: &mut File, output: &str| {
-            publish::build(input, &selection, &limits, &options, None, out)
+            packages::build(input, &selection, &limits, git_source.as_ref(), &options, None, out)
                 .map_err(|e| CommandError::build(e, &input_name, output))
         };
         let in_temp_dir = format!("a temp file in {}", std::env::temp_dir().display());
@@ -517,9 +517,7 @@ fn spool_stdin(limits: &Limits) -> Result<File, CommandError> {
         .map_err(|e| CommandError::io("reading stdin", &e))?;
     tmp.rewind().map_err(|e| CommandError::io("rewinding the copy of stdin", &e))?;
     if copied > limits.max_archive_bytes {
-        return Err(
-            publish::Error::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into()
-        );
+        return Err(BuildError::from(source::Error::ArchiveTooLarge { max: limits.max_archive_bytes }).into());
     }
     Ok(tmp)
 }

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use crate::auth::AuthConfig;
 use crate::package::Limits;
-use crate::store::key::KeyPrefix;
+use crate::store::config::{StoreConfig, StoreKind};
 
 /// Prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "LAMBDA_PACKAGER_";
@@ -89,14 +89,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// Bearer-token authentication.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Accepted tokens. Empty: no authentication. Health endpoints are always open.
-    pub tokens: Vec<SecretString>,
-}
-
 /// The packaging worker pool.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -121,67 +113,6 @@ impl Default for PackConfig {
             temp_dir: None,
         }
     }
-}
-
-/// Which store backend.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// A local directory (the embedded default).
-    #[default]
-    Local,
-    /// An S3 bucket.
-    S3,
-}
-
-/// Where packages are stored and how they are named.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `local` (default) or `s3`.
-    pub backend: StoreKind,
-    /// Operator's key prefix, before every key (empty or ending in `/`).
-    #[serde(deserialize_with = "de_prefix")]
-    pub prefix: KeyPrefix,
-    /// Whether a request may add its own `prefix` (after the operator's). Default false.
-    pub allow_request_prefix: bool,
-    /// The local backend.
-    pub local: LocalStoreConfig,
-    /// The S3 backend.
-    pub s3: S3StoreConfig,
-}
-
-fn de_prefix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KeyPrefix, D::Error> {
-    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-}
-
-/// The local backend.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LocalStoreConfig {
-    /// Directory holding the packages. Default `./artifacts`.
-    pub path: PathBuf,
-}
-
-impl Default for LocalStoreConfig {
-    fn default() -> Self {
-        Self { path: PathBuf::from("artifacts") }
-    }
-}
-
-/// The S3 backend. Credentials come from the standard AWS chain (environment, profile, web
-/// identity/IRSA, instance metadata), never from this file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3StoreConfig {
-    /// Bucket name (required with `backend = "s3"`).
-    pub bucket: String,
-    /// Region. Default: from the AWS chain.
-    pub region: Option<String>,
-    /// Endpoint URL, for S3-compatible servers. Default: AWS.
-    pub endpoint: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`), for S3-compatible servers.
-    pub force_path_style: bool,
 }
 
 /// Log format.
@@ -230,7 +161,19 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Self::from_figment(figment.merge(env_provider()))
+        figment = figment.merge(env_provider());
+        // `auth.tokens` from the environment may also be JSON (`[{"name": "ci", ...}]`), as a
+        // Kubernetes Secret or a CI variable holds it; figment's own syntax for a table in a
+        // variable is `{name="ci", ...}`.
+        let tokens_var = format!("{ENV_PREFIX}AUTH__TOKENS");
+        if let Some(json) = std::env::var(&tokens_var)
+            .ok()
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+            .filter(serde_json::Value::is_array)
+        {
+            figment = figment.merge(figment::providers::Serialized::default("auth.tokens", json));
+        }
+        Self::from_figment(figment)
     }
 
     /// Extracts and validates a configuration from any figment (tests use this directly).
@@ -246,6 +189,9 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.store.backend == StoreKind::S3 && self.store.s3.bucket.is_empty() {
             return invalid("store.s3.bucket is required when store.backend = \"s3\"");
+        }
+        if !(1..=1000).contains(&self.store.list_page_size) {
+            return invalid("store.list_page_size must be 1 to 1000");
         }
         if self.server.concurrency_limit == 0 {
             return invalid("server.concurrency_limit must be at least 1");
@@ -263,6 +209,7 @@ impl Config {
         if self.limits.max_entries == 0 || self.limits.max_unpacked_bytes == 0 {
             return invalid("limits.max_entries and limits.max_unpacked_bytes must be at least 1");
         }
+        crate::auth::Tokens::new(&self.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
@@ -411,13 +358,51 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail's closure returns figment::Error")]
+    fn named_tokens_come_from_the_file_or_from_one_variable_in_json_or_figments_syntax() {
+        figment::Jail::expect_with(|jail| {
+            let named = |c: &Config| -> Vec<String> {
+                let tokens = crate::auth::Tokens::new(&c.auth).expect("valid tokens");
+                ["plain-secret", "ci-secret"]
+                    .iter()
+                    .map(|t| tokens.authenticate(t).map(|c| c.name().to_owned()).unwrap_or_default())
+                    .collect()
+            };
+            jail.create_file(
+                "packager.toml",
+                "[auth]\ntokens = [\"plain-secret\", {name = \"ci\", token = \"ci-secret\", scopes = [\"write\"], functions = [\"orders-*\"]}]\n",
+            )?;
+            let c = Config::load(Some(std::path::Path::new("packager.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(named(&c), ["token-1", "ci"]);
+            jail.set_env(
+                "LAMBDA_PACKAGER_AUTH__TOKENS",
+                r#"["plain-secret", {"name": "ci", "token": "ci-secret", "scopes": ["read"]}]"#,
+            );
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(named(&c), ["token-1", "ci"]);
+            jail.set_env(
+                "LAMBDA_PACKAGER_AUTH__TOKENS",
+                r#"["plain-secret", {name="ci", token="ci-secret"}]"#,
+            );
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(named(&c), ["token-1", "ci"]);
+            jail.set_env("LAMBDA_PACKAGER_AUTH__TOKENS", r#"[{"name": "c i", "token": "ci-secret"}]"#);
+            let e = Config::load(None).expect_err("a bad name").to_string();
+            assert!(e.contains("auth.tokens[0]") && !e.contains("ci-secret"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn dotted_keys_set_nested_values_and_tokens_never_appear_in_debug_output() {
         let figment = Figment::new()
             .merge(Serialized::default("server.listen", "0.0.0.0:1"))
             .merge(Serialized::default("auth.tokens", vec!["s3cret"]));
         let c = Config::from_figment(figment).expect("valid");
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:1");
-        assert_eq!(c.auth.tokens[0].expose_secret(), "s3cret");
+        assert!(
+            matches!(&c.auth.tokens[0], crate::auth::TokenConfig::Plain(t) if t.expose_secret() == "s3cret")
+        );
         assert!(!format!("{c:?}").contains("s3cret"), "tokens never appear in Debug output");
     }
 }

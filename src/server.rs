@@ -1,4 +1,5 @@
-//! The service process: configuration → store → publisher → HTTP listeners, until a signal.
+//! The service process: configuration → store → packages service → HTTP listeners, until a
+//! signal.
 //!
 //! Kept apart from `http` so that tests build the very same state and listeners, with their own
 //! shutdown trigger, as `lambda-packager serve`.
@@ -11,11 +12,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::blocking::BlockingPool;
-use crate::config::{Config, StoreKind};
+use crate::config::Config;
 use crate::http::{self, ApiSettings, AppState};
-use crate::publish::Publisher;
+use crate::packages::{Packages, PrefixPolicy, Settings};
 use crate::source::git::GitSource;
 use crate::store::Backend;
+use crate::store::config::StoreKind;
 use crate::store::local::LocalStore;
 use crate::store::s3::{S3Settings, S3Store};
 
@@ -59,21 +61,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Backend> {
 }
 
 /// The shared state over an opened `store` (tests pass their own): sizes the blocking pool,
-/// creates the publisher.
+/// creates the packages service.
 pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
     if let Some(dir) = &config.pack.temp_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating pack.temp_dir {}", dir.display()))?;
     }
     let pool =
         BlockingPool::new(config.pack.workers.get(), Duration::from_secs(config.pack.queue_timeout_secs));
-    let publisher = Publisher::new(
-        store,
-        pool,
-        config.limits,
-        config.pack.threads,
-        config.store.prefix.clone(),
-        config.pack.temp_dir.clone(),
-    );
     let git = GitSource::new(config.git.clone()).context("configuring git sources")?;
     if git.is_enabled() {
         tracing::info!(
@@ -82,11 +76,20 @@ pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
             "git sources enabled"
         );
     }
+    let settings = Settings {
+        limits: config.limits,
+        threads: config.pack.threads,
+        temp_dir: config.pack.temp_dir.clone(),
+        prefixes: PrefixPolicy {
+            operator: config.store.prefix.clone(),
+            allow_request: config.store.allow_request_prefix,
+        },
+        list_page_size: config.store.list_page_size,
+    };
     Ok(AppState {
-        publisher: Arc::new(publisher),
-        settings: Arc::new(ApiSettings::from_config(config)),
+        packages: Arc::new(Packages::new(store, pool, git, settings)),
+        settings: Arc::new(ApiSettings::from_config(config).context("configuring auth.tokens")?),
         metrics: crate::telemetry::metrics_handle(),
-        git: Arc::new(git),
     })
 }
 
@@ -106,6 +109,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    tokio::spawn(backfill(Arc::clone(&state.packages)));
     tracing::info!(api = %api.local_addr()?, admin = %admin.local_addr()?, "listening");
     let api_server = http::serve(
         api,
@@ -114,22 +118,48 @@ pub async fn serve(
         grace,
         shutdown.clone().cancelled_owned(),
     );
-    let publisher = Arc::clone(&state.publisher);
+    let packages = Arc::clone(&state.packages);
     let admin_server =
         http::serve(admin, http::admin_router(state), header_timeout, grace, shutdown.cancelled_owned());
     let (a, b) = tokio::join!(api_server, admin_server);
     // The listeners return when every request was answered or when the grace period is over.
     // Blocking work still running now belongs to requests nobody will read (dropped by the
     // drain, or gone before): cancel it, so that the process can exit.
-    let busy = publisher.pool().busy();
+    let busy = packages.busy_workers();
     if busy > 0 {
         tracing::warn!(busy_workers = busy, "cancelling the work of requests still in flight");
-        publisher.cancel_in_flight();
+        packages.cancel_in_flight();
     }
     a.context("API listener")?;
     b.context("admin listener")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the legacy scan waits before it tries again after a failure (the store was down).
+const BACKFILL_RETRY: Duration = Duration::from_secs(60);
+
+/// The one-time scan of packages stored before the listing index existed (see
+/// `packages::index`), in the background: it ends at once when an earlier run finished, and
+/// tries again every minute while the store fails. It stops with the process.
+async fn backfill(packages: Arc<Packages>) {
+    loop {
+        match packages.backfill_legacy().await {
+            Ok(done) if done.already_done => return,
+            Ok(done) => {
+                tracing::info!(
+                    packages = done.packages,
+                    functions = done.functions,
+                    "indexed the packages stored before the listing index"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_secs = BACKFILL_RETRY.as_secs(), "scanning older packages for the listing index failed");
+                tokio::time::sleep(BACKFILL_RETRY).await;
+            }
+        }
+    }
 }
 
 /// `lambda-packager serve`: binds the configured addresses and serves until SIGTERM or SIGINT.

@@ -1,11 +1,10 @@
-//! Reading stored packages: list a function's packages, show one package's manifest, stream its
-//! bytes, and diff two packages ("why did my hash change?").
+//! Reading stored packages over HTTP: list a function's packages, show one package's manifest,
+//! stream its bytes, and diff two packages ("why did my hash change?"). Each handler parses its
+//! request, calls one method of the packages service and maps the answer.
 //!
 //! Keys that contain a prefix (`ci/lambda-…zip`) are passed URL-encoded in one path segment
-//! (`ci%2Flambda-…zip`). Manifests come from the zip's central directory, fetched with two
-//! ranged reads (the tail, then the directory), never a full download.
+//! (`ci%2Flambda-…zip`).
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use axum::Json;
@@ -13,26 +12,15 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{function_name, request_prefix};
+use super::extract::{function_name, package_key};
+use super::middleware::Access;
 use super::state::AppState;
-use crate::package::manifest::{self, ManifestEntry};
-use crate::store::key::ObjectKey;
-use crate::store::{ByteRange, ObjectMeta, Store};
-
-/// Most objects of one function the list endpoint reads before sorting.
-pub const MAX_LISTED: usize = 10_000;
-
-fn parse_key(key: &str) -> Result<ObjectKey, ApiError> {
-    key.parse().map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-        code: "invalid_key",
-        message: format!("{key:?}: {e}"),
-    })
-}
+use crate::package::manifest::ManifestEntry;
+use crate::packages;
 
 fn rfc3339(t: Option<SystemTime>) -> Option<String> {
     t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
@@ -47,59 +35,87 @@ pub struct ArtifactSummary {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
-    /// When it was stored (RFC 3339).
-    pub last_modified: Option<String>,
+    /// Files in the zip; `null` for packages stored before the listing index existed.
+    pub files: Option<u64>,
+    /// When it was stored (RFC 3339, UTC).
+    pub created: String,
+    /// The name of the token that stored it; `null` without authentication (and for packages
+    /// stored before provenance was recorded).
+    pub created_by: Option<String>,
+    /// The input format (`tar`, `tar.gz`, `zip`, `git`); `null` for packages stored before
+    /// provenance was recorded.
+    pub format: Option<String>,
+    /// The git commit it was built from (40 hex digits); `null` for archives.
+    pub commit: Option<String>,
+    /// SHA-256 of the uploaded archive it was built from; `null` for git.
+    pub source_sha256: Option<String>,
     /// S3 version id, on versioned buckets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
 }
 
-/// A page of a function's packages, newest first.
+impl From<packages::Row> for ArtifactSummary {
+    fn from(row: packages::Row) -> Self {
+        Self {
+            sha256: row.key.sha256().to_string(),
+            key: row.key.to_string(),
+            size: row.size,
+            files: row.files,
+            created: humantime::format_rfc3339_millis(row.created).to_string(),
+            created_by: row.created_by,
+            format: row.format,
+            commit: row.commit,
+            source_sha256: row.source_sha256.map(|s| s.to_string()),
+            version_id: row.version_id,
+        }
+    }
+}
+
+/// A page of a function's packages.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ArtifactList {
     /// The function.
     pub function: String,
-    /// This page.
+    /// This page: newest first (with `commit`, by commit, then newest first).
     pub artifacts: Vec<ArtifactSummary>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
-/// Paging parameters.
+/// Most rows one listing page holds.
+pub const MAX_PAGE: usize = 100;
+
+/// A listing's page size: `limit`, 1 to [`MAX_PAGE`] (default 50).
+pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::InvalidParameter(format!("limit must be 1 to {MAX_PAGE}")))
+    }
+}
+
+/// Paging and filter parameters of a function's listing.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Page size, 1 to 1000 (default 50).
+    /// Page size, 1 to 100 (default 50).
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (of the same listing, with the same filter).
     pub cursor: Option<String>,
-    /// A request key prefix to list under (after the operator's), if the operator allows them.
-    pub prefix: Option<String>,
-}
-
-/// Sort position of a listed object: newest first, then by key.
-fn sort_key(meta: &ObjectMeta) -> (std::cmp::Reverse<u128>, String) {
-    let nanos = meta
-        .last_modified
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    (std::cmp::Reverse(nanos), meta.key.clone())
-}
-
-fn encode_cursor(pos: &(std::cmp::Reverse<u128>, String)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}", pos.0.0, pos.1))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(std::cmp::Reverse<u128>, String), ApiError> {
-    let bad =
-        || ApiError::BadRequest { code: "invalid_cursor", message: "not a cursor from this API".into() };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (nanos, key) = text.split_once(':').ok_or_else(bad)?;
-    Ok((std::cmp::Reverse(nanos.parse().map_err(|_| bad())?), key.to_owned()))
+    /// Only packages built from this git commit: the 40 hex digits, or at least the first 7.
+    /// Packages of every commit starting with them are listed, by commit, then newest first.
+    pub commit: Option<String>,
+    /// Only packages built from an uploaded archive with this SHA-256 (64 hex digits).
+    pub source_sha256: Option<String>,
 }
 
 /// List a function's stored packages, newest first.
+///
+/// Every package of the function is listed, whatever its request prefix (each row carries its
+/// whole key), packages stored before the listing index existed included, after the others.
+/// A page costs the store a bounded number of requests, however many packages there are.
 #[utoipa::path(
     get,
     path = "/v1/functions/{function}/artifacts",
@@ -107,59 +123,40 @@ fn decode_cursor(cursor: &str) -> Result<(std::cmp::Reverse<u128>, String), ApiE
     params(("function" = String, Path, description = "Lambda function name"), ListParams),
     responses(
         (status = 200, description = "A page of packages", body = ArtifactList),
-        (status = 400, description = "Bad function name, cursor or limit", body = ErrorBody),
+        (status = 400, description = "Bad function name, cursor, limit, commit or digest", body = ErrorBody),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
+        (status = 502, description = "The listing index is damaged (`index_corrupt`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn list_artifacts(
     State(state): State<AppState>,
+    access: Access,
     Path(function): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ArtifactList>, ApiError> {
     let function = function_name(&function)?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_parameter",
-            message: "limit must be 1 to 1000".into(),
-        });
-    }
-    let mut prefix = state.publisher.prefix().clone();
-    if let Some(p) = request_prefix(&state.settings, params.prefix.as_deref())? {
-        prefix = prefix
-            .join(&p)
-            .map_err(|e| ApiError::BadRequest { code: "invalid_prefix", message: e.to_string() })?;
-    }
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let listed =
-        state.publisher.store().list(&ObjectKey::function_prefix(&prefix, &function), MAX_LISTED).await?;
-    // `lambda-orders-` also starts `lambda-orders-api-…` keys: keep only this function's.
-    let mut mine: Vec<(ObjectMeta, ObjectKey)> = listed
-        .into_iter()
-        .filter_map(|m| {
-            let key = m.key.parse::<ObjectKey>().ok()?;
-            (key.function() == &function && key.prefix() == &prefix).then_some((m, key))
-        })
-        .collect();
-    mine.sort_by_cached_key(|(m, _)| sort_key(m));
-    let start = after.map_or(0, |a| mine.partition_point(|(m, _)| sort_key(m) <= a));
-    let page: Vec<_> = mine.iter().skip(start).take(limit).collect();
-    let next_cursor = (start + page.len() < mine.len())
-        .then(|| page.last().map(|(m, _)| encode_cursor(&sort_key(m))))
-        .flatten();
+    access.check(&function)?;
+    let limit = page_size(params.limit)?;
+    let filter = match (params.commit.as_deref(), params.source_sha256.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidParameter("give commit or source_sha256, not both".into()));
+        }
+        (Some(commit), None) => packages::PackageFilter::Commit(commit.parse().map_err(|_| {
+            ApiError::InvalidParameter(format!("commit={commit:?}: expected 7 to 40 hex digits"))
+        })?),
+        (None, Some(sha)) => {
+            packages::PackageFilter::Source(sha.to_ascii_lowercase().parse().map_err(|_| {
+                ApiError::InvalidParameter(format!("source_sha256={sha:?}: expected 64 hex digits"))
+            })?)
+        }
+        (None, None) => packages::PackageFilter::All,
+    };
+    let page = state.packages.list_packages(&function, &filter, limit, params.cursor.as_deref()).await?;
     Ok(Json(ArtifactList {
         function: function.to_string(),
-        artifacts: page
-            .into_iter()
-            .map(|(m, k)| ArtifactSummary {
-                key: m.key.clone(),
-                sha256: k.sha256().to_string(),
-                size: m.size,
-                last_modified: rfc3339(m.last_modified),
-                version_id: m.version_id.clone(),
-            })
-            .collect(),
-        next_cursor,
+        artifacts: page.rows.into_iter().map(ArtifactSummary::from).collect(),
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -206,31 +203,68 @@ pub struct ArtifactDetail {
     pub location: String,
     /// Number of files.
     pub files: usize,
+    /// Where the package came from; `null` for packages stored before provenance was
+    /// recorded.
+    pub provenance: Option<ProvenanceInfo>,
     /// Every file, in zip order.
     pub entries: Vec<EntryInfo>,
 }
 
-async fn read_manifest(
-    state: &AppState,
-    key: &ObjectKey,
-) -> Result<(ObjectMeta, Vec<ManifestEntry>), ApiError> {
-    let store = state.publisher.store();
-    let text = key.to_string();
-    let meta = store.head(&text).await?.ok_or_else(|| ApiError::NotFound {
-        code: "artifact_not_found",
-        message: format!("no package under {text}"),
-    })?;
-    let corrupt =
-        |e: manifest::ManifestError| ApiError::Internal(format!("{text}: unreadable central directory: {e}"));
-    let tail = store.read_range(&text, ByteRange::Tail(manifest::TAIL_BYTES.min(meta.size))).await?;
-    let cd = manifest::locate(&tail, meta.size).map_err(corrupt)?;
-    if cd.size > manifest::MAX_CENTRAL_DIRECTORY_BYTES {
-        return Err(ApiError::Internal(format!("{text}: central directory of {} bytes", cd.size)));
+/// Where a package came from, recorded when its object was created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProvenanceInfo {
+    /// The canonical format version of the bytes.
+    pub format_version: u32,
+    /// The lambda-packager version that built it.
+    pub packager_version: String,
+    /// The input format: `tar`, `tar.gz`, `zip` or `git`.
+    pub input_format: String,
+    /// SHA-256 of the archive as uploaded (hex); `null` for git.
+    pub source_sha256: Option<String>,
+    /// The git revision, for git input; `null` otherwise.
+    pub git: Option<GitProvenanceInfo>,
+    /// When the object was created (RFC 3339, UTC).
+    pub created: String,
+    /// The name of the token that created it; `null` without authentication.
+    pub created_by: Option<String>,
+    /// Fields whose values were too long to store whole and were cut (`git.repo`,
+    /// `git.ref`, `git.path`, `created_by`); absent when none was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<String>,
+}
+
+/// The git revision a package was built from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GitProvenanceInfo {
+    /// The remote, as requested.
+    pub repo: String,
+    /// The ref, as requested.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The commit it resolved to (40 hex digits).
+    pub commit: String,
+    /// The sub-directory packaged (`git.path`); `null` for the whole tree.
+    pub path: Option<String>,
+}
+
+impl From<&packages::Provenance> for ProvenanceInfo {
+    fn from(p: &packages::Provenance) -> Self {
+        Self {
+            format_version: p.format_version,
+            packager_version: p.packager_version.clone(),
+            input_format: p.input_format.clone(),
+            source_sha256: p.source_sha256.map(|s| s.to_string()),
+            git: p.git.as_ref().map(|g| GitProvenanceInfo {
+                repo: g.repo.clone(),
+                reference: g.reference.clone(),
+                commit: g.commit.clone(),
+                path: g.path.clone(),
+            }),
+            created: humantime::format_rfc3339_millis(p.created).to_string(),
+            created_by: p.created_by.clone(),
+            truncated: p.truncated.clone(),
+        }
     }
-    let bytes =
-        store.read_range(&text, ByteRange::Span { start: cd.offset, end: cd.offset + cd.size }).await?;
-    let entries = manifest::parse(&bytes, cd.entries).map_err(corrupt)?;
-    Ok((meta, entries))
 }
 
 /// A stored package's metadata and manifest (path, mode, size, CRC-32 of every file).
@@ -242,26 +276,31 @@ async fn read_manifest(
     responses(
         (status = 200, description = "Metadata and manifest", body = ArtifactDetail),
         (status = 400, description = "Not a package key", body = ErrorBody),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "No such package", body = ErrorBody),
+        (status = 502, description = "The object under the key is not a readable zip (`artifact_corrupt`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn get_artifact(
     State(state): State<AppState>,
+    access: Access,
     Path(key): Path<String>,
 ) -> Result<Json<ArtifactDetail>, ApiError> {
-    let key = parse_key(&key)?;
-    let (meta, entries) = read_manifest(&state, &key).await?;
+    let key = package_key(&key)?;
+    access.check(key.function())?;
+    let detail = state.packages.get(&key).await?;
     Ok(Json(ArtifactDetail {
         key: key.to_string(),
         function: key.function().to_string(),
         sha256: key.sha256().to_string(),
-        size: meta.size,
-        last_modified: rfc3339(meta.last_modified),
-        version_id: meta.version_id,
-        location: state.publisher.store().location(&key),
-        files: entries.len(),
-        entries: entries.iter().map(EntryInfo::from).collect(),
+        size: detail.size,
+        last_modified: rfc3339(detail.last_modified),
+        version_id: detail.version_id,
+        location: detail.location,
+        files: detail.entries.len(),
+        provenance: detail.provenance.as_ref().map(ProvenanceInfo::from),
+        entries: detail.entries.iter().map(EntryInfo::from).collect(),
     }))
 }
 
@@ -273,21 +312,19 @@ pub async fn get_artifact(
     params(("key" = String, Path, description = "The package key, URL-encoded (`/` as `%2F`)")),
     responses(
         (status = 200, description = "The zip", content_type = "application/zip"),
+        (status = 403, description = "The token may not read this function (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "No such package", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn get_artifact_zip(
     State(state): State<AppState>,
+    access: Access,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = parse_key(&key)?;
-    let body = state.publisher.store().get(&key.to_string()).await.map_err(|e| match e {
-        crate::store::Error::NotFound => {
-            ApiError::NotFound { code: "artifact_not_found", message: format!("no package under {key}") }
-        }
-        other => other.into(),
-    })?;
+    let key = package_key(&key)?;
+    access.check(key.function())?;
+    let body = state.packages.download(&key).await?.body;
     let mut response = Body::from_stream(body.stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
@@ -343,53 +380,49 @@ pub struct ArtifactDiff {
     ),
     responses(
         (status = 200, description = "The difference", body = ArtifactDiff),
+        (status = 403, description = "The token may not read a function of the two (`function_not_allowed`), or lacks the read scope (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "A package does not exist", body = ErrorBody),
+        (status = 502, description = "An object is not a readable zip (`artifact_corrupt`)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn diff_artifacts(
     State(state): State<AppState>,
+    access: Access,
     Path((key, other_key)): Path<(String, String)>,
 ) -> Result<Json<ArtifactDiff>, ApiError> {
-    let (from, to) = (parse_key(&key)?, parse_key(&other_key)?);
-    let (_, before) = read_manifest(&state, &from).await?;
-    let (_, after) = read_manifest(&state, &to).await?;
-    Ok(Json(diff(from.to_string(), to.to_string(), &before, &after)))
+    let (from, to) = (package_key(&key)?, package_key(&other_key)?);
+    access.check(from.function())?;
+    access.check(to.function())?;
+    let diff = state.packages.diff(&from, &to).await?;
+    Ok(Json(ArtifactDiff::from(&diff)))
 }
 
-/// Compares two manifests entry by entry.
-pub fn diff(from: String, to: String, before: &[ManifestEntry], after: &[ManifestEntry]) -> ArtifactDiff {
-    let old: BTreeMap<&str, EntryInfo> = before.iter().map(|e| (e.path.as_str(), e.into())).collect();
-    let new: BTreeMap<&str, EntryInfo> = after.iter().map(|e| (e.path.as_str(), e.into())).collect();
-    let added: Vec<EntryInfo> =
-        new.iter().filter(|(p, _)| !old.contains_key(*p)).map(|(_, e)| e.clone()).collect();
-    let removed: Vec<EntryInfo> =
-        old.iter().filter(|(p, _)| !new.contains_key(*p)).map(|(_, e)| e.clone()).collect();
-    let changed: Vec<ChangedEntry> = old
-        .iter()
-        .filter_map(|(p, b)| {
-            let a = new.get(p)?;
-            let mut changes = Vec::new();
-            if (a.size, &a.crc32) != (b.size, &b.crc32) {
-                changes.push("content".to_owned());
-            }
-            if a.mode != b.mode {
-                changes.push("mode".to_owned());
-            }
-            (!changes.is_empty()).then(|| ChangedEntry {
-                path: (*p).to_owned(),
-                changes,
-                before: b.clone(),
-                after: a.clone(),
-            })
-        })
-        .collect();
-    ArtifactDiff {
-        identical: added.is_empty() && removed.is_empty() && changed.is_empty(),
-        from,
-        to,
-        added,
-        removed,
-        changed,
+impl From<&packages::ArtifactDiff> for ArtifactDiff {
+    fn from(d: &packages::ArtifactDiff) -> Self {
+        let changes = |c: &packages::ChangedEntry| {
+            [(c.content, "content"), (c.mode, "mode")]
+                .into_iter()
+                .filter(|(changed, _)| *changed)
+                .map(|(_, what)| what.to_owned())
+                .collect()
+        };
+        Self {
+            from: d.from.to_string(),
+            to: d.to.to_string(),
+            identical: d.identical(),
+            added: d.added.iter().map(EntryInfo::from).collect(),
+            removed: d.removed.iter().map(EntryInfo::from).collect(),
+            changed: d
+                .changed
+                .iter()
+                .map(|c| ChangedEntry {
+                    path: c.path.clone(),
+                    changes: changes(c),
+                    before: EntryInfo::from(&c.before),
+                    after: EntryInfo::from(&c.after),
+                })
+                .collect(),
+        }
     }
 }

@@ -15,42 +15,41 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header;
 use futures_util::StreamExt;
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::body::{BodyRefused, Framed, FramingBudget, MinRate, refusal};
 use super::error::ApiError;
-use super::state::{ApiSettings, MinBodyRate};
-use crate::package::MEMORY_SPOOL_BYTES;
+use super::state::MinBodyRate;
+use crate::package::{MEMORY_SPOOL_BYTES, Sha256Hex};
+use crate::packages::{BuildError, Error as PackagesError, PrefixPolicy};
 use crate::source::select::{MAX_PATTERN_BYTES, MAX_PATTERNS};
 use crate::source::{ArchiveBytes, Selection};
-use crate::store::key::{FunctionName, KeyPrefix};
+use crate::store::key::{FunctionName, KeyPrefix, ObjectKey};
 
 /// Largest JSON request body.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
 /// The `{function}` path segment, validated.
 pub(crate) fn function_name(raw: &str) -> Result<FunctionName, ApiError> {
-    raw.parse().map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-        code: "invalid_function_name",
-        message: e.to_string(),
-    })
+    raw.parse().map_err(ApiError::InvalidFunctionName)
 }
 
-/// A request's own key prefix (`?prefix=`), which only an operator's permission makes usable.
+/// A `{key}` path segment, validated as a package key.
+pub(crate) fn package_key(raw: &str) -> Result<ObjectKey, ApiError> {
+    raw.parse().map_err(|source| ApiError::InvalidKey { key: raw.to_owned(), source })
+}
+
+/// A request's own key prefix (`?prefix=`). A server that allows none refuses any, well formed
+/// or not, before it is parsed.
 pub(crate) fn request_prefix(
-    settings: &ApiSettings,
+    policy: &PrefixPolicy,
     raw: Option<&str>,
 ) -> Result<Option<KeyPrefix>, ApiError> {
     match raw {
         None | Some("") => Ok(None),
-        Some(_) if !settings.allow_request_prefix => Err(ApiError::Forbidden {
-            code: "prefix_not_allowed",
-            message: "this server does not allow per-request key prefixes".into(),
-        }),
-        Some(p) => p.parse().map(Some).map_err(|e: crate::store::key::KeyError| ApiError::BadRequest {
-            code: "invalid_prefix",
-            message: e.to_string(),
-        }),
+        Some(_) if !policy.allow_request => Err(PackagesError::PrefixNotAllowed.into()),
+        Some(p) => p.parse().map(Some).map_err(ApiError::InvalidPrefix),
     }
 }
 
@@ -139,10 +138,7 @@ pub(crate) struct PackageOptions {
 }
 
 fn invalid(name: &str, value: &str, expected: &str) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("parameter {name}={value:?}: expected {expected}"),
-    }
+    ApiError::InvalidParameter(format!("parameter {name}={value:?}: expected {expected}"))
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
@@ -154,7 +150,7 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
 }
 
 fn bad_parameter(message: String) -> ApiError {
-    ApiError::BadRequest { code: "invalid_parameter", message }
+    ApiError::InvalidParameter(message)
 }
 
 fn too_long(name: &str) -> ApiError {
@@ -232,8 +228,9 @@ impl PackageOptions {
 /// What the body of a package request carries.
 #[derive(Debug)]
 pub(crate) enum Upload {
-    /// An archive, in memory when small, else in an unlinked temp file.
-    Archive(ArchiveBytes),
+    /// An archive, in memory when small, else in an unlinked temp file, and its SHA-256
+    /// (computed as it arrived).
+    Archive(ArchiveBytes, Sha256Hex),
     /// A JSON document (git source requests).
     Json(serde_json::Value),
 }
@@ -276,13 +273,8 @@ fn body_error(
     }
     match refusal(e) {
         Some(BodyRefused::TooSlow(rate)) => ApiError::UploadTooSlow(*rate),
-        Some(refused @ BodyRefused::MultipartFraming) => {
-            ApiError::BadRequest { code: "invalid_multipart", message: refused.to_string() }
-        }
-        None if is_body_failure(e) => ApiError::BadRequest {
-            code: "upload_interrupted",
-            message: format!("reading the request body: {e}"),
-        },
+        Some(refused @ BodyRefused::MultipartFraming) => ApiError::InvalidMultipart(refused.to_string()),
+        None if is_body_failure(e) => ApiError::UploadInterrupted(format!("reading the request body: {e}")),
         None => malformed(),
     }
 }
@@ -293,7 +285,7 @@ fn upload_io_error(what: &'static str) -> impl Fn(std::io::Error) -> ApiError {
     move |e| {
         if crate::package::is_storage_full(&e) {
             let full = std::io::Error::new(e.kind(), format!("{what}: {e}"));
-            ApiError::Publish(crate::publish::Error::Source(crate::source::Error::StorageFull(full)).into())
+            PackagesError::Build(BuildError::Source(crate::source::Error::StorageFull(full))).into()
         } else {
             ApiError::Internal(format!("{what}: {e}"))
         }
@@ -314,14 +306,16 @@ async fn temp_file(dir: Option<&Path>) -> Result<File, ApiError> {
 /// How many leading bytes of an upload [`Spooled::head`] keeps (what format detection reads).
 const HEAD_BYTES: usize = 512;
 
-/// An upload, and its first bytes.
+/// An upload, its first bytes, and its digest.
 struct Spooled {
     bytes: ArchiveBytes,
     head: Vec<u8>,
+    sha256: Sha256Hex,
 }
 
 /// Collects chunks in memory up to [`MEMORY_SPOOL_BYTES`], and into a new unlinked temp file
-/// beyond: small bundles (the common case) never touch the file system.
+/// beyond: small bundles (the common case) never touch the file system. Each chunk is hashed
+/// on its way through, so the upload's SHA-256 (its provenance) costs no second read.
 async fn spool<S, E>(
     mut chunks: S,
     dir: Option<&Path>,
@@ -336,8 +330,10 @@ where
     let mut head = Vec::new();
     let mut total = 0u64;
     let mut on_disk = None;
+    let mut hasher = Sha256::new();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(&chunk_error)?;
+        hasher.update(&chunk);
         total += chunk.len() as u64;
         if total > max {
             return Err(ApiError::PayloadTooLarge { max });
@@ -369,7 +365,7 @@ where
         }
         None => memory.into(),
     };
-    Ok(Spooled { bytes, head })
+    Ok(Spooled { bytes, head, sha256: Sha256Hex::from_bytes(hasher.finalize().into()) })
 }
 
 /// Where the body of a package request goes, and how it may arrive.
@@ -403,22 +399,15 @@ pub(crate) async fn read_body(
         return read_multipart(Request::from_parts(parts, body), options, limits).await;
     }
     if content_type.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(body, MAX_JSON_BYTES).await.map_err(|e| {
-            body_error(&e, MAX_JSON_BYTES as u64, || ApiError::BadRequest {
-                code: "invalid_json",
-                message: e.to_string(),
-            })
-        })?;
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.to_string() })?;
+        let bytes = axum::body::to_bytes(body, MAX_JSON_BYTES)
+            .await
+            .map_err(|e| body_error(&e, MAX_JSON_BYTES as u64, || ApiError::InvalidJson(e.to_string())))?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
         return Ok(Upload::Json(value));
     }
     let max = limits.max;
     let spooled = spool(body.into_data_stream(), limits.temp_dir, max, |e| {
-        body_error(&e, max, || ApiError::BadRequest {
-            code: "upload_interrupted",
-            message: format!("reading the request body: {e}"),
-        })
+        body_error(&e, max, || ApiError::UploadInterrupted(format!("reading the request body: {e}")))
     })
     .await?;
     if looks_like_json(&spooled.head) {
@@ -426,7 +415,7 @@ pub(crate) async fn read_body(
             content_type: content_type.chars().take(100).collect(),
         });
     }
-    Ok(Upload::Archive(spooled.bytes))
+    Ok(Upload::Archive(spooled.bytes, spooled.sha256))
 }
 
 /// A raw body that no archive format claims, but that starts like a JSON object: a git request
@@ -440,7 +429,7 @@ fn looks_like_json(head: &[u8]) -> bool {
 const BUNDLE_PART: &str = "bundle";
 
 fn missing_bundle(message: String) -> ApiError {
-    ApiError::BadRequest { code: "missing_bundle", message }
+    ApiError::MissingBundle(message)
 }
 
 /// Reads a multipart text field, refusing it as soon as it passes [`MAX_OPTION_BYTES`]: the
@@ -469,23 +458,20 @@ async fn read_multipart(
 ) -> Result<Upload, ApiError> {
     let max = limits.max;
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
-        body_error(&e, max, || ApiError::BadRequest { code: "invalid_multipart", message: e.body_text() })
+        body_error(&e, max, || ApiError::InvalidMultipart(e.body_text()))
     };
     let budget = FramingBudget::default();
     let (parts, body) = request.into_parts();
     let body = Body::from_stream(Framed::new(body.into_data_stream(), budget.clone()));
     let mut multipart = Multipart::from_request(Request::from_parts(parts, body), &())
         .await
-        .map_err(|e| ApiError::BadRequest { code: "invalid_multipart", message: e.body_text() })?;
+        .map_err(|e| ApiError::InvalidMultipart(e.body_text()))?;
     let mut bundle = None;
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == BUNDLE_PART {
             if bundle.is_some() {
-                return Err(ApiError::BadRequest {
-                    code: "invalid_multipart",
-                    message: "more than one `bundle` part".into(),
-                });
+                return Err(ApiError::InvalidMultipart("more than one `bundle` part".into()));
             }
             let counted = budget.clone();
             let field = field.inspect(move |chunk| {
@@ -493,7 +479,8 @@ async fn read_multipart(
                     counted.delivered(chunk.len());
                 }
             });
-            bundle = Some(spool(field, limits.temp_dir, max, multipart_error).await?.bytes);
+            let spooled = spool(field, limits.temp_dir, max, multipart_error).await?;
+            bundle = Some((spooled.bytes, spooled.sha256));
         } else if field.file_name().is_some() {
             let shown: String = name.chars().take(64).collect();
             return Err(missing_bundle(format!(
@@ -506,7 +493,7 @@ async fn read_multipart(
             options.apply(option, &value)?;
         }
     }
-    bundle.map(Upload::Archive).ok_or_else(|| {
+    bundle.map(|(bytes, sha256)| Upload::Archive(bytes, sha256)).ok_or_else(|| {
         missing_bundle(format!(
             "a multipart request needs a file part named `{BUNDLE_PART}` (curl -F {BUNDLE_PART}=@fn.tar.gz)"
         ))

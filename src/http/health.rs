@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::state::AppState;
-use crate::store::Store;
+use crate::packages::Error as PackagesError;
 
 /// A probe's answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,8 +30,8 @@ pub async fn healthz() -> Json<Status> {
     responses((status = 200, body = Status), (status = 503, description = "Store unavailable", body = ErrorBody))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    match state.publisher.store().ready().await {
+    match state.packages.ready().await {
         Ok(()) => Ok(Json(Status { status: "ready" })),
-        Err(e) => Err(ApiError::Store(crate::store::Error::Unavailable(Box::new(e)))),
+        Err(e) => Err(PackagesError::Store(crate::store::Error::Unavailable(Box::new(e))).into()),
     }
 }

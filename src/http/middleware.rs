@@ -1,40 +1,97 @@
-//! The service's own middleware: bearer auth, load shedding, metrics, and the error envelope
-//! that also logs each failure once.
+//! The service's own middleware: bearer auth and scopes (and the [`Access`] extractor that
+//! gives handlers the caller), load shedding, metrics, and the error envelope that also logs
+//! each failure once.
 
 use std::time::Instant;
+
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use super::error::{ApiError, ErrorBody, ErrorDetail, Reported};
+use super::error::{ApiError, Reported};
 use super::state::AppState;
+use crate::auth::{Caller, Scope};
+use crate::store::key::FunctionName;
 
 /// Requires `Authorization: Bearer <token>` with a configured token, when tokens are
-/// configured. Tokens are compared as SHA-256 digests in constant time, so neither their
-/// content nor their length leaks through timing.
-pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let digests = &state.settings.token_digests;
-    if digests.is_empty() {
+/// configured, and the token's scope for the method (`read` for GET and HEAD, `write` for the
+/// rest): 401 `unauthorized` without a valid token, 403 `insufficient_scope` without the
+/// scope. The caller goes into the request's extensions (where [`Access`] finds it) and its
+/// name onto the request's span, so the one line logged per request names the token (never
+/// the token itself).
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let tokens = &state.settings.tokens;
+    if !tokens.enabled() {
         return next.run(request).await;
     }
-    let presented = request
+    let caller = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
-        .map(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())));
-    let valid = presented
-        .is_some_and(|p| digests.iter().fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&p)).into());
-    if !valid {
+        .and_then(|t| tokens.authenticate(t))
+        .cloned();
+    let Some(caller) = caller else {
         let mut response = ApiError::Unauthorized.into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return response;
+    };
+    tracing::Span::current().record("token", caller.name());
+    let scope = match *request.method() {
+        Method::GET | Method::HEAD => Scope::Read,
+        _ => Scope::Write,
+    };
+    if !caller.has(scope) {
+        return ApiError::InsufficientScope { token: caller.name().to_owned(), scope }.into_response();
     }
+    request.extensions_mut().insert(Arc::new(caller));
     next.run(request).await
+}
+
+/// Who made a request, for the handlers: the token's caller (`None` without authentication,
+/// when every request may do everything).
+#[derive(Debug, Clone)]
+pub struct Access(Option<Arc<Caller>>);
+
+impl Access {
+    /// Refuses a function the token is not limited to (403 `function_not_allowed`).
+    pub fn check(&self, function: &FunctionName) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(caller) if !caller.may_access(function) => Err(ApiError::FunctionNotAllowed {
+                token: caller.name().to_owned(),
+                function: function.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the token may see `function` (in the functions list).
+    pub fn sees(&self, function: &FunctionName) -> bool {
+        self.0.as_ref().is_none_or(|caller| caller.may_access(function))
+    }
+
+    /// The token's name, for a package's provenance.
+    pub fn name(&self) -> Option<String> {
+        self.0.as_ref().map(|caller| caller.name().to_owned())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Arc<Caller>>().cloned()))
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
@@ -95,34 +152,15 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The code of a bare error status produced outside the handlers (axum rejections, tower
-/// layers, panics).
-fn code_for(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal_error",
-        _ => "error",
-    }
-}
-
 /// Gives every error response the JSON envelope, and logs each failure once, inside the
-/// request's span: 5xx at ERROR with the full cause chain, 4xx at INFO.
+/// request's span: 5xx at ERROR with the full cause chain, 4xx at INFO. A bare error status
+/// from outside the handlers (an axum rejection, a tower layer) becomes
+/// [`ApiError::Rejected`], so its code comes from the same match as every other.
 pub(crate) async fn error_envelope(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if let Some(Reported(error)) = response.extensions().get::<Reported>() {
-        let (_, code) = error.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), error.code = code, error = %error.report(), "request failed");
-        } else {
-            tracing::info!(status = status.as_u16(), error.code = code, error = %error.report(), "request refused");
-        }
+        log_failure(status, error);
         return response;
     }
     if !(status.is_client_error() || status.is_server_error()) {
@@ -133,21 +171,36 @@ pub(crate) async fn error_envelope(request: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let code = code_for(status);
-    let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        tracing::error!(status = status.as_u16(), error = %text, "request failed");
-        "the service failed to handle this request; the x-request-id header identifies it in the logs"
-            .to_owned()
-    } else {
-        tracing::info!(status = status.as_u16(), error.code = code, error = %text, "request refused");
-        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text }
-    };
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let mut rebuilt = ApiError::Rejected { status, message }.into_response();
+    if let Some(Reported(error)) = rebuilt.extensions().get::<Reported>() {
+        log_failure(status, error);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_TYPE);
-    let body = axum::Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message } });
-    let mut rebuilt = (status, body).into_response();
     rebuilt.headers_mut().extend(parts.headers);
     rebuilt
+}
+
+fn log_failure(status: StatusCode, error: &ApiError) {
+    let (_, code) = error.status_and_code();
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), error.code = code, error = %error.report(), "request failed");
+    } else {
+        tracing::info!(status = status.as_u16(), error.code = code, error = %error.report(), "request refused");
+    }
+}
+
+/// The answer of a handler that panicked: the JSON 500 envelope (the panic's message goes to
+/// the log, through the envelope middleware, never to the client).
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic with no message");
+    ApiError::Panicked(message.to_owned()).into_response()
 }
 
 /// The answer for paths that match no route.

@@ -1,5 +1,5 @@
 //! The HTTP API: the only module that knows axum. Routes live next to their handlers
-//! (`packages`, `artifacts`, `health`); this module assembles them, applies the middleware
+//! (`packages`, `functions`, `artifacts`, `health`); this module assembles them, applies the middleware
 //! stack, documents them (OpenAPI, generated from the handlers by utoipa-axum, so the spec
 //! cannot drift from the routes) and serves them with graceful shutdown.
 
@@ -7,6 +7,7 @@ pub mod artifacts;
 mod body;
 pub mod error;
 mod extract;
+pub mod functions;
 pub mod health;
 mod middleware;
 pub mod packages;
@@ -36,6 +37,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use self::middleware::Access;
 pub use self::state::{ApiSettings, AppState, MinBodyRate};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -69,6 +71,8 @@ fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(DefaultBodyLimit::disable());
     let reads = OpenApiRouter::new()
+        .routes(routes!(functions::list_functions))
+        .routes(routes!(functions::latest_package))
         .routes(routes!(artifacts::list_artifacts))
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(artifacts::get_artifact_zip))
@@ -92,20 +96,27 @@ pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
 /// The API router with its middleware stack.
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api(&state);
-    let timeout = state.settings.request_timeout;
     let doc = axum::Json(doc);
+    with_middleware(routes.route("/openapi.json", get(move || async move { doc })), state)
+}
+
+/// `routes` with the fallback, the state and the middleware stack: what [`router`] serves (and
+/// what tests wrap around routes of their own).
+fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let timeout = state.settings.request_timeout;
     routes
-        .route("/openapi.json", get(move || async move { doc }))
         .fallback(middleware::not_found)
         .with_state(state)
         // Layers wrap what is above them, so they run bottom-up for requests. From the outside
-        // in: request id → trace span → propagate the id to the response → catch panics →
-        // JSON error envelope and the one failure log line (inside the span, so it carries the
-        // request id) → metrics → request timeout (a bare 408 the envelope turns into JSON).
+        // in: request id → trace span → propagate the id to the response → JSON error envelope
+        // and the one failure log line (inside the span, so it carries the request id) →
+        // metrics → catch panics (inside the envelope and the metrics, so a panic is answered,
+        // logged and counted as the JSON 500 any other failure is) → request timeout (a bare
+        // 408 the envelope turns into JSON).
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::track_metrics))
         .layer(axum::middleware::from_fn(middleware::error_envelope))
-        .layer(CatchPanicLayer::new())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
@@ -126,6 +137,7 @@ pub fn router(state: AppState) -> Router {
                         route,
                         request_id = id,
                         client,
+                        token = tracing::field::Empty,
                         key = tracing::field::Empty,
                         size_bytes = tracing::field::Empty,
                         outcome = tracing::field::Empty,
@@ -198,4 +210,45 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!(%addr, "grace period over; dropping requests in flight"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::store::Backend;
+    use crate::store::local::LocalStore;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_the_json_500_envelope() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.git.mirror_dir = dir.path().join("git");
+        let (store, _) = LocalStore::open(&dir.path().join("store")).expect("a local store");
+        let state = crate::server::state_for(&config, Backend::Local(store)).expect("the state");
+        // The real routes and middleware, plus one route whose handler panics.
+        let (routes, _) = api(&state);
+        async fn panics() -> &'static str {
+            panic!("the secret detail of a bug")
+        }
+        let panicking = routes.route("/v1/panics", get(panics));
+        let app = with_middleware(panicking, state);
+        let response = app
+            .oneshot(Request::get("/v1/panics").body(Body::empty()).expect("a request"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers().clone();
+        assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+        assert!(headers.get(REQUEST_ID).is_some(), "the request id identifies it in the logs");
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.expect("a body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("a JSON body");
+        assert_eq!(json["error"]["code"], "internal_error", "{json}");
+        let message = json["error"]["message"].as_str().expect("a message");
+        assert!(message.contains("x-request-id"), "{json}");
+        assert!(!json.to_string().contains("secret detail"), "the panic's message stays in the log: {json}");
+    }
 }

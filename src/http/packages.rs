@@ -10,10 +10,10 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{
     BodyLimits, OptionSource, PackageOptions, Upload, function_name, read_body, request_prefix,
 };
+use super::middleware::Access;
 use super::state::AppState;
-use crate::publish::{GitInput, Input, Outcome, PublishRequest, Published};
+use crate::packages::{Input, Outcome, PublishRequest, Published};
 use crate::source::git::{GitRequest, GitRevision};
-use crate::store::Store;
 use crate::store::key::FunctionName;
 
 /// Where the package is, in the shape of CloudFormation's `AWS::Lambda::Function` `Code`.
@@ -118,20 +118,18 @@ pub struct GitSourceRequest {
 }
 
 impl PackageResponse {
-    fn new(p: &Published, function: &FunctionName, state: &AppState) -> Self {
-        let store = state.publisher.store();
+    fn new(p: &Published, function: &FunctionName) -> Self {
         let key = p.key.to_string();
+        let stored = p.outcome != Outcome::DryRun { exists: false };
         Self {
             function: function.to_string(),
-            bucket: store.bucket().map(str::to_owned),
-            code: store.bucket().filter(|_| p.outcome != Outcome::DryRun { exists: false }).map(|b| {
-                CodeLocation {
-                    s3_bucket: b.to_owned(),
-                    s3_key: key.clone(),
-                    s3_object_version: p.version_id.clone(),
-                }
+            bucket: p.bucket.clone(),
+            code: p.bucket.as_ref().filter(|_| stored).map(|b| CodeLocation {
+                s3_bucket: b.clone(),
+                s3_key: key.clone(),
+                s3_object_version: p.version_id.clone(),
             }),
-            location: (p.outcome != Outcome::DryRun { exists: false }).then(|| store.location(&p.key)),
+            location: stored.then(|| p.location.clone()),
             key,
             sha256: p.packed.sha256.to_string(),
             code_sha256: p.packed.code_sha256(),
@@ -177,7 +175,7 @@ impl PackageResponse {
         (status = 200, description = "Already stored (or dry run)", body = PackageResponse),
         (status = 400, description = "Malformed request or archive", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "Prefix not allowed", body = ErrorBody),
+        (status = 403, description = "Prefix not allowed (`prefix_not_allowed`), a token without the write scope (`insufficient_scope`) or limited to other functions (`function_not_allowed`), a git remote not allowed", body = ErrorBody),
         (status = 408, description = "Request timeout, or the upload arrived slower than the minimum body rate", body = ErrorBody),
         (status = 409, description = "The key holds other bytes", body = ErrorBody),
         (status = 413, description = "Body or unpacked size over a limit", body = ErrorBody),
@@ -189,31 +187,36 @@ impl PackageResponse {
 )]
 pub async fn create_package(
     State(state): State<AppState>,
+    access: Access,
     Path(function): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<(StatusCode, Json<PackageResponse>), ApiError> {
     let function = function_name(&function)?;
+    // Before the upload: a token limited to other functions sends no bytes for nothing.
+    access.check(&function)?;
     let mut options = PackageOptions::from_query(query.as_deref())?;
-    let publisher = &state.publisher;
+    let packages = &state.packages;
     let limits = BodyLimits {
-        temp_dir: publisher.temp_dir(),
+        temp_dir: state.settings.upload_dir.as_deref(),
         max: state.settings.max_body_bytes,
         min_rate: state.settings.min_body_rate,
     };
     let upload = read_body(request, &mut options, &limits).await?;
-    let input = match upload {
-        Upload::Archive(file) => Input::Archive(file),
-        Upload::Json(value) => git_input(&state, value, &mut options)?,
+    let (input, source_sha256) = match upload {
+        Upload::Archive(file, sha256) => (Input::Archive(file), Some(sha256)),
+        Upload::Json(value) => (git_input(&state, value, &mut options)?, None),
     };
-    let prefix = request_prefix(&state.settings, options.prefix.as_deref())?;
-    let published = publisher
+    let prefix = request_prefix(packages.prefixes(), options.prefix.as_deref())?;
+    let published = packages
         .publish(PublishRequest {
             function: function.clone(),
             prefix,
             selection: options.selection,
             input,
             dry_run: options.dry_run,
+            source_sha256,
+            created_by: access.name(),
         })
         .await?;
     let status = if published.outcome == Outcome::Created { StatusCode::CREATED } else { StatusCode::OK };
@@ -222,7 +225,7 @@ pub async fn create_package(
     span.record("key", tracing::field::display(&published.key));
     span.record("size_bytes", published.packed.size);
     span.record("outcome", tracing::field::debug(&published.outcome));
-    Ok((status, Json(PackageResponse::new(&published, &function, &state))))
+    Ok((status, Json(PackageResponse::new(&published, &function))))
 }
 
 /// A JSON body: `{"git": {...}, "include": [...], ...}`. Checked against the allow-list here,
@@ -233,17 +236,16 @@ fn git_input(
     options: &mut PackageOptions,
 ) -> Result<Input, ApiError> {
     if value.get("git").is_none() {
-        return Err(ApiError::BadRequest {
-            code: "invalid_json",
-            message: "a JSON body must be {\"git\": {...}}; send archives as raw bytes or multipart".into(),
-        });
+        return Err(ApiError::InvalidJson(
+            "a JSON body must be {\"git\": {...}}; send archives as raw bytes or multipart".into(),
+        ));
     }
-    if !state.git.is_enabled() {
-        return Err(ApiError::GitSourceDisabled);
+    if !state.packages.accepts_git() {
+        return Err(crate::packages::Error::GitSourceDisabled.into());
     }
-    let request: GitPackageRequest = serde_json::from_value(value)
-        .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.to_string() })?;
-    state.git.check(&request.git).map_err(|e| ApiError::Publish(crate::publish::Error::Source(e).into()))?;
+    let request: GitPackageRequest =
+        serde_json::from_value(value).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    state.packages.check_git(&request.git)?;
     // The same checks as query parameters: known, counted, capped, and given in one place only.
     let json = OptionSource::Json;
     for (name, patterns) in [("include", request.include), ("exclude", request.exclude)] {
@@ -268,5 +270,5 @@ fn git_input(
             options.set(name, &value, json)?;
         }
     }
-    Ok(Input::Git(GitInput { source: std::sync::Arc::clone(&state.git), request: request.git }))
+    Ok(Input::Git(request.git))
 }

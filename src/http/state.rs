@@ -4,23 +4,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::auth::{TokenConfigError, Tokens};
 use crate::config::Config;
-use crate::publish::Publisher;
+use crate::packages::Packages;
 
 /// Settings of the HTTP layer itself.
 #[derive(Debug)]
 pub struct ApiSettings {
     /// Largest request body.
     pub max_body_bytes: u64,
-    /// Whether requests may add their own key prefix.
-    pub allow_request_prefix: bool,
-    /// SHA-256 of each accepted bearer token (compared in constant time; the tokens themselves
-    /// are not kept).
-    pub token_digests: Vec<[u8; 32]>,
+    /// Where uploads past 1 MiB are kept while they arrive (`None`: the system temp directory).
+    pub upload_dir: Option<std::path::PathBuf>,
+    /// The accepted bearer tokens (as digests), with their names, scopes and functions.
+    pub tokens: Tokens,
     /// Slots for requests in flight; a request that finds none gets 503.
     pub in_flight: Arc<Semaphore>,
     /// Longest time for one request.
@@ -48,35 +46,28 @@ impl MinBodyRate {
 
 impl ApiSettings {
     /// The HTTP settings of a configuration.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
+    pub fn from_config(config: &Config) -> Result<Self, TokenConfigError> {
+        Ok(Self {
             max_body_bytes: config.server.max_body_bytes,
-            allow_request_prefix: config.store.allow_request_prefix,
-            token_digests: config
-                .auth
-                .tokens
-                .iter()
-                .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into())
-                .collect(),
+            upload_dir: config.pack.temp_dir.clone(),
+            tokens: Tokens::new(&config.auth)?,
             in_flight: Arc::new(Semaphore::new(config.server.concurrency_limit)),
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             min_body_rate: (config.server.min_body_rate_bytes_per_sec > 0).then(|| MinBodyRate {
                 bytes_per_sec: config.server.min_body_rate_bytes_per_sec,
                 window: Duration::from_secs(config.server.min_body_rate_window_secs.max(1)),
             }),
-        }
+        })
     }
 }
 
 /// What handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The publishing use case (and through it the store and the blocking pool).
-    pub publisher: Arc<Publisher>,
+    /// The packages service: every use case (and through it the store, the pool, git).
+    pub packages: Arc<Packages>,
     /// HTTP settings.
     pub settings: Arc<ApiSettings>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// The configured git sources (disabled when no remote is allowed).
-    pub git: Arc<crate::source::git::GitSource>,
 }

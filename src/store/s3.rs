@@ -15,7 +15,6 @@
 //! is disabled to keep the dependency tree lean; the SDK refuses to send anything without one.
 
 use std::fmt;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
@@ -31,9 +30,12 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use super::key::ObjectKey;
-use super::{ByteRange, Error, ObjectBody, ObjectMeta, PutOutcome, Staged, StagedBytes, Store};
-use crate::config::S3StoreConfig;
+use super::config::S3StoreConfig;
+use super::key::{ObjectKey, StoreKey};
+use super::{
+    ByteRange, Error, ListCursor, ListRequest, Listing, ObjectBody, ObjectMeta, PutOutcome, Staged,
+    StagedBytes, Store,
+};
 
 /// The SDK behaviour (retry mode, timeouts, checksum defaults) this code was written against:
 /// the newest when it was written. Pinned so that an SDK upgrade cannot change them silently;
@@ -57,9 +59,6 @@ const CONFLICT_RETRIES: u32 = 5;
 
 /// The first wait after a 409; it doubles on each retry.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Keys per `ListObjectsV2` page (S3's maximum).
-const LIST_PAGE: usize = 1000;
 
 /// Retries and timeouts of the S3 client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +199,7 @@ impl S3Store {
     /// One `PutObject` with `If-None-Match: *`.
     async fn put_once(
         &self,
-        key: &ObjectKey,
+        key: &StoreKey,
         staged: &Staged,
     ) -> Result<PutOutcome, SdkError<aws_sdk_s3::operation::put_object::PutObjectError>> {
         let body = match &staged.data {
@@ -208,14 +207,14 @@ impl S3Store {
             StagedBytes::Memory(bytes) => ByteStream::from(bytes.clone()),
             // Streamed from the path, not read into memory: the SDK re-opens it for every retry.
             StagedBytes::File(file) => {
-                ByteStream::from_path(file.path()).await.map_err(SdkError::construction_failure)?
+                ByteStream::from_path(super::fd_path(file)).await.map_err(SdkError::construction_failure)?
             }
         };
         let output = self
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(key.to_string())
+            .key(key.name())
             .if_none_match("*")
             // The algorithm header makes S3 keep the checksum (HEAD returns it); the value is
             // ours, so the SDK computes nothing and S3 checks the body against it.
@@ -224,6 +223,9 @@ impl S3Store {
             .content_length(i64::try_from(staged.size).unwrap_or(i64::MAX))
             .content_type(key.content_type())
             .cache_control(key.cache_control())
+            .set_metadata(
+                (!staged.metadata.is_empty()).then(|| staged.metadata.clone().into_iter().collect()),
+            )
             .body(body)
             .customize()
             .config_override(
@@ -340,34 +342,30 @@ impl Store for S3Store {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    fn staging_dir(&self) -> Option<&Path> {
-        None
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, Error> {
+    async fn head(&self, key: &StoreKey) -> Result<Option<ObjectMeta>, Error> {
         let result = self
             .client
             .head_object()
             .bucket(&self.bucket)
-            .key(key)
+            .key(key.name())
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .convert_errors();
         match result {
             Ok(out) => Ok(Some(ObjectMeta {
-                key: key.to_owned(),
                 size: size_of(out.content_length),
                 last_modified: system_time(out.last_modified.as_ref()),
                 version_id: out.version_id,
                 checksum_sha256: out.checksum_sha256,
+                metadata: out.metadata.unwrap_or_default().into_iter().collect(),
             })),
             Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn put_if_absent(&self, key: &ObjectKey, staged: Staged) -> Result<PutOutcome, Error> {
+    async fn put_if_absent(&self, key: &StoreKey, staged: Staged) -> Result<PutOutcome, Error> {
         if staged.size > MAX_SINGLE_PUT_BYTES {
             return Err(Error::Backend(
                 format!(
@@ -399,42 +397,54 @@ impl Store for S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectMeta>, Error> {
-        let mut out = Vec::new();
-        let mut token = None;
-        while out.len() < max {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                // Like the local store's directory listing: keys in deeper "folders" than the
-                // prefix's come back as common prefixes, which are skipped.
-                .delimiter("/")
-                .max_keys(i32::try_from((max - out.len()).min(LIST_PAGE)).unwrap_or(1000))
-                .set_continuation_token(token)
-                .send()
-                .await
-                .convert_errors()?;
-            out.extend(page.contents().iter().filter_map(|o| {
-                Some(ObjectMeta {
-                    key: o.key()?.to_owned(),
+    async fn list(&self, request: &ListRequest) -> Result<Listing, Error> {
+        let prefix = request.prefix();
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix.raw())
+            // Like the local store's folder listing: unless the prefix asks for deeper
+            // "folders", their keys come back as common prefixes, which are skipped.
+            .set_delimiter((!prefix.recursive()).then(|| "/".to_owned()))
+            .max_keys(i32::try_from(request.max()).unwrap_or(1000))
+            .set_start_after(request.start_after().map(str::to_owned))
+            .send()
+            .await
+            .convert_errors()?;
+        let objects = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let key = prefix.parse(o.key()?)?;
+                let meta = ObjectMeta {
                     size: size_of(o.size),
                     last_modified: system_time(o.last_modified()),
                     version_id: None,
                     checksum_sha256: None,
-                })
-            }));
-            token = page.next_continuation_token;
-            if token.is_none() || page.is_truncated != Some(true) {
-                break;
-            }
-        }
-        out.truncate(max);
-        Ok(out)
+                    metadata: Default::default(),
+                };
+                Some((key, meta))
+            })
+            .collect();
+        // The last name S3 looked at, object or common prefix: the next page starts after it.
+        // After a common prefix, a start-after inside it would list the folder again, so the
+        // cursor skips past every key below it ('/' + 1 is '0').
+        let last = page.contents().iter().filter_map(|o| o.key()).max().map(str::to_owned);
+        let last_folder = page
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix())
+            .max()
+            .map(|p| format!("{}0", &p[..p.len() - 1]));
+        let next = (page.is_truncated == Some(true))
+            .then(|| last.into_iter().chain(last_folder).max())
+            .flatten()
+            .map(ListCursor::after_name);
+        Ok(Listing { objects, next })
     }
 
-    async fn read_range(&self, key: &str, range: ByteRange) -> Result<Bytes, Error> {
+    async fn read_range(&self, key: &StoreKey, range: ByteRange) -> Result<Bytes, Error> {
         let header = match range {
             ByteRange::Tail(n) if n > 0 => format!("bytes=-{n}"),
             ByteRange::Span { start, end } if end > start => format!("bytes={start}-{}", end - 1),
@@ -446,7 +456,7 @@ impl Store for S3Store {
                 };
             }
         };
-        let result = self.client.get_object().bucket(&self.bucket).key(key).range(header).send().await;
+        let result = self.client.get_object().bucket(&self.bucket).key(key.name()).range(header).send().await;
         let output = match result {
             Ok(output) => output,
             // The range starts at or past the end: the object exists, the slice is empty.
@@ -457,8 +467,9 @@ impl Store for S3Store {
         Ok(bytes.into_bytes())
     }
 
-    async fn get(&self, key: &str) -> Result<ObjectBody, Error> {
-        let output = self.client.get_object().bucket(&self.bucket).key(key).send().await.convert_errors()?;
+    async fn get(&self, key: &StoreKey) -> Result<ObjectBody, Error> {
+        let output =
+            self.client.get_object().bucket(&self.bucket).key(key.name()).send().await.convert_errors()?;
         let size = size_of(output.content_length);
         let stream = tokio_util::io::ReaderStream::with_capacity(output.body.into_async_read(), 256 * 1024);
         Ok(ObjectBody { size, stream: stream.boxed() })

@@ -20,14 +20,14 @@ async fn post_json(app: &TestApp, uri: &str, body: serde_json::Value) -> TestRes
 }
 
 /// A monorepo with a function under `lambdas/orders` and other code beside it, served over HTTP.
-struct Remote {
+pub(crate) struct Remote {
     _root: tempfile::TempDir,
-    repo: TestRepo,
-    server: GitHttpServer,
+    pub(crate) repo: TestRepo,
+    pub(crate) server: GitHttpServer,
 }
 
 impl Remote {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let root = tempfile::tempdir().expect("temp dir");
         let repo = TestRepo::init(root.path(), "mono.git");
         repo.write("lambdas/orders/handler.py", b"def handler(e, c):\n    return 1\n");
@@ -39,7 +39,7 @@ impl Remote {
         Self { _root: root, repo, server }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server.url("mono.git")
     }
 }

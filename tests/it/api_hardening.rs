@@ -131,9 +131,9 @@ async fn a_full_worker_pool_answers_busy_with_retry_after() {
     })
     .await;
     let (hold, release) = std::sync::mpsc::channel::<()>();
-    let pool = app.state.publisher.pool().clone();
-    let holder = tokio::spawn(async move { pool.run(move || release.recv()).await });
-    while app.state.publisher.pool().busy() == 0 {
+    let packages = std::sync::Arc::clone(&app.state.packages);
+    let holder = tokio::spawn(async move { packages.run_blocking(move || release.recv()).await });
+    while app.state.packages.busy_workers() == 0 {
         tokio::task::yield_now().await;
     }
     let busy = app.post(URI, basic().tar()).await;
@@ -242,7 +242,9 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         ("GET", "/v1/artifacts/{key}"),
         ("GET", "/v1/artifacts/{key}/diff/{other_key}"),
         ("GET", "/v1/artifacts/{key}/zip"),
+        ("GET", "/v1/functions"),
         ("GET", "/v1/functions/{function}/artifacts"),
+        ("GET", "/v1/functions/{function}/latest"),
         ("POST", "/v1/functions/{function}/package"),
     ];
     let expected: Vec<(String, String)> =
@@ -271,4 +273,97 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+/// The properties of schema `name` of an OpenAPI document, each of which must be described.
+#[track_caller]
+fn described_properties(doc: &serde_json::Value, name: &str) -> Vec<String> {
+    let properties = doc["components"]["schemas"][name]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no schema {name}"));
+    for (property, schema) in properties {
+        let description = schema["description"]
+            .as_str()
+            .or_else(|| schema["oneOf"][0]["description"].as_str())
+            .or_else(|| schema["allOf"][0]["description"].as_str());
+        assert!(
+            description.is_some_and(|d| !d.trim().is_empty()),
+            "{name}.{property} is not described: {schema}"
+        );
+    }
+    properties.keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_read_side_routes_fields_and_parameters() {
+    let app = TestApp::new().await;
+    let doc = app.get("/openapi.json").await.json();
+    let has = |schema: &str, fields: &[&str]| {
+        let properties = described_properties(&doc, schema);
+        for field in fields {
+            assert!(properties.iter().any(|p| p == field), "{schema} lacks {field}: {properties:?}");
+        }
+    };
+    has(
+        "ArtifactSummary",
+        &[
+            "key",
+            "sha256",
+            "size",
+            "files",
+            "created",
+            "created_by",
+            "format",
+            "commit",
+            "source_sha256",
+            "version_id",
+        ],
+    );
+    has("ArtifactList", &["function", "artifacts", "next_cursor"]);
+    has("ArtifactDetail", &["key", "function", "sha256", "size", "provenance", "entries"]);
+    has(
+        "ProvenanceInfo",
+        &[
+            "format_version",
+            "packager_version",
+            "input_format",
+            "source_sha256",
+            "git",
+            "created",
+            "created_by",
+            "truncated",
+        ],
+    );
+    has("GitProvenanceInfo", &["repo", "ref", "commit", "path"]);
+    has("FunctionList", &["functions", "next_cursor"]);
+    has("FunctionInfo", &["function", "packages", "latest"]);
+    has("LatestPackage", &["key", "created"]);
+    let provenance = doc["components"]["schemas"]["ArtifactDetail"]["properties"]["provenance"].to_string();
+    assert!(
+        provenance.contains("#/components/schemas/ProvenanceInfo") && provenance.contains("null"),
+        "{provenance}"
+    );
+
+    let operation = |path: &str| doc["paths"][path]["get"].clone();
+    let query = |path: &str| -> Vec<String> {
+        let parameters = operation(path)["parameters"].as_array().cloned().unwrap_or_default();
+        parameters
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| {
+                assert_eq!(p["required"], false, "{path}: {p}");
+                assert!(p["description"].as_str().is_some_and(|d| !d.is_empty()), "{path}: {p}");
+                p["name"].as_str().expect("a name").to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(query("/v1/functions"), ["limit", "cursor"]);
+    assert_eq!(query("/v1/functions/{function}/artifacts"), ["limit", "cursor", "commit", "source_sha256"]);
+    let response = |path: &str, status: &str| operation(path)["responses"][status].to_string();
+    assert!(response("/v1/functions", "200").contains("FunctionList"));
+    assert!(response("/v1/functions/{function}/latest", "200").contains("ArtifactSummary"));
+    assert!(response("/v1/functions/{function}/latest", "404").contains("ErrorBody"));
+    assert!(response("/v1/functions/{function}/artifacts", "403").contains("function_not_allowed"));
+    assert!(response("/v1/artifacts/{key}", "502").contains("artifact_corrupt"));
+    assert!(response("/v1/artifacts/{key}", "200").contains("ArtifactDetail"));
 }

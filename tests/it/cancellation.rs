@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::Request;
 use lambda_packager::package::{CancelFlag, Limits};
-use lambda_packager::publish::{self, GitInput, Input};
+use lambda_packager::packages::{self, Input};
 use lambda_packager::source::Selection;
 use lambda_packager::source::git::{GitConfig, GitRequest, GitSource};
 use serde_json::json;
@@ -63,8 +63,11 @@ fn git_body(hang: &HangServer) -> String {
 /// After cancellation: the worker is free (a next upload is served by the single worker, with a
 /// 1 s queue timeout, not refused `503 busy`), git was killed, and nothing is left behind.
 async fn assert_worker_free_and_git_gone(app: &TestApp, hang: &HangServer) {
-    let pool = app.state.publisher.pool().clone();
-    assert!(eventually(Duration::from_secs(30), || pool.busy() == 0).await, "the worker is still busy");
+    let packages = std::sync::Arc::clone(&app.state.packages);
+    assert!(
+        eventually(Duration::from_secs(30), || packages.busy_workers() == 0).await,
+        "the worker is still busy"
+    );
     let hung_up = tokio::task::block_in_place(|| hang.clients_hung_up(Duration::from_secs(10)));
     assert!(hung_up, "git is still connected to the remote");
     let next = app.post(URI, tar(&[Member::file("a.py", "x = 1\n")])).await;
@@ -186,21 +189,19 @@ fn a_cancelled_request_stops_every_input_kind_before_its_work() {
         ..GitConfig::default()
     })
     .expect("git config");
-    let git = GitInput {
-        source: std::sync::Arc::new(git),
-        request: GitRequest { repo: hang.url("stalls.git"), reference: "main".into(), path: None },
-    };
+    let request = GitRequest { repo: hang.url("stalls.git"), reference: "main".into(), path: None };
     let inputs = [
         ("tar", Input::Archive(tar.clone().into())),
         ("tar.gz", Input::Archive(gzip(&tar).into())),
         ("zip", Input::Archive(zip.into())),
         ("directory", Input::Directory(dir.path().to_owned())),
-        ("git", Input::Git(git)),
+        ("git", Input::Git(request)),
     ];
     let cancel = CancelFlag::default();
     cancel.cancel();
     for (name, input) in inputs {
-        let result = publish::decode(input, &Selection::default(), &Limits::default(), None, &cancel);
+        let result =
+            packages::decode(input, &Selection::default(), &Limits::default(), Some(&git), None, &cancel);
         assert_eq!(result.map(|_| ()).map_err(|e| e.code()), Err("cancelled"), "{name}");
     }
     assert_eq!(hang.connections(), 0, "a cancelled git request never reaches the remote");

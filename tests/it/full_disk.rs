@@ -22,11 +22,12 @@ use crate::support::noise;
 
 const URI: &str = "/v1/functions/fn/package";
 
-/// Every stored object (path → size), staging excluded.
+/// Every stored package (path → size): no staging file, metadata sidecar or index entry.
 fn objects(store: &Path) -> BTreeMap<PathBuf, u64> {
     files_under(store)
         .into_iter()
-        .filter(|p| !p.starts_with(store.join(".staging")))
+        .filter(|p| !p.starts_with(store.join(".staging")) && !p.starts_with(store.join(".lambda-packager")))
+        .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
         .map(|p| {
             let len = std::fs::metadata(&p).expect("stat").len();
             (p, len)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lambda_packager::package::{CancelFlag, Limits, PackOptions};
-use lambda_packager::publish::{self, GitInput, Input};
+use lambda_packager::packages::{self, BuildError, Input};
 use lambda_packager::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
 use lambda_packager::source::{self, Selection};
 use rstest::rstest;
@@ -69,10 +69,14 @@ fn selection(path: Option<&str>) -> Selection {
 }
 
 /// Packs `input` into a temp file; returns the zip's sha256 and the git revision, if any.
-fn pack(input: Input, selection: &Selection) -> Result<(String, Option<GitRevision>), publish::Error> {
+fn pack(
+    input: Input,
+    git: Option<&GitSource>,
+    selection: &Selection,
+) -> Result<(String, Option<GitRevision>), BuildError> {
     let mut out = tempfile::tempfile().expect("temp file");
     let built =
-        publish::build(input, selection, &Limits::default(), &PackOptions::default(), None, &mut out)?;
+        packages::build(input, selection, &Limits::default(), git, &PackOptions::default(), None, &mut out)?;
     Ok((built.packed.sha256.to_string(), built.git))
 }
 
@@ -81,16 +85,15 @@ fn pack_git(
     repo: &str,
     reference: &str,
     path: Option<&str>,
-) -> Result<(String, GitRevision), publish::Error> {
+) -> Result<(String, GitRevision), BuildError> {
     let request =
         GitRequest { repo: repo.to_owned(), reference: reference.to_owned(), path: path.map(Into::into) };
-    let input = Input::Git(GitInput { source: Arc::clone(source), request });
-    let (sha, revision) = pack(input, &Selection::default())?;
+    let (sha, revision) = pack(Input::Git(request), Some(source), &Selection::default())?;
     Ok((sha, revision.expect("git input reports its revision")))
 }
 
 #[track_caller]
-fn assert_code<T: std::fmt::Debug>(result: Result<T, publish::Error>, code: &str) {
+fn assert_code<T: std::fmt::Debug>(result: Result<T, BuildError>, code: &str) {
     match result {
         Ok(v) => panic!("expected error {code}, got {v:?}"),
         Err(e) => assert_eq!(e.code(), code, "{e}"),
@@ -152,12 +155,12 @@ fn a_git_ref_its_git_archive_and_a_directory_pack_to_the_same_golden_sha256() {
     git(repo.path(), &["archive", "--format=tar", "-o", tar.to_str().expect("UTF-8"), &commit]);
     let archive = File::open(&tar).expect("open archive");
     let (from_archive, _) =
-        pack(Input::Archive(archive.into()), &selection(Some(SUB))).expect("archive packs");
+        pack(Input::Archive(archive.into()), None, &selection(Some(SUB))).expect("archive packs");
 
     let dir = tempfile::tempdir().expect("temp dir");
     write_fixture(&|p, b, x| write_file(dir.path(), p, b, x), &|p, t| make_symlink(dir.path(), p, t));
     let (from_dir, _) =
-        pack(Input::Directory(dir.path().to_owned()), &selection(Some(SUB))).expect("dir packs");
+        pack(Input::Directory(dir.path().to_owned()), None, &selection(Some(SUB))).expect("dir packs");
 
     assert_eq!(from_git, from_archive, "git ref vs git archive");
     assert_eq!(from_git, from_dir, "git ref vs directory");
@@ -291,8 +294,7 @@ fn a_sub_path_given_twice_is_an_invalid_git_request() {
     let mirror_dir = tempfile::tempdir().expect("temp dir");
     let git_source = source(mirror_dir.path(), &[repo.url()]);
     let request = GitRequest { repo: repo.url(), reference: "main".into(), path: Some(SUB.into()) };
-    let input = Input::Git(GitInput { source: git_source, request });
-    assert_code(pack(input, &selection(Some(SUB))), "invalid_git_request");
+    assert_code(pack(Input::Git(request), Some(&git_source), &selection(Some(SUB))), "invalid_git_request");
 }
 
 #[test]
@@ -361,7 +363,7 @@ fn a_submodule_the_selection_keeps_is_submodule_not_supported() {
     assert!(!other.is_empty());
     let request = GitRequest { repo: repo.url(), reference: "main".into(), path: Some(SUB.into()) };
     let excluded = Selection { exclude: vec!["vendor/".into()], ..Selection::default() };
-    let (sha, _) = pack(Input::Git(GitInput { source: git_source, request }), &excluded).expect("packs");
+    let (sha, _) = pack(Input::Git(request), Some(&git_source), &excluded).expect("packs");
     assert_eq!(sha, GOLDEN);
 }
 
@@ -404,7 +406,8 @@ fn gitattributes_do_not_change_a_byte() {
     for (path, bytes) in files {
         write_file(dir.path(), path, bytes, false);
     }
-    let (from_dir, _) = pack(Input::Directory(dir.path().to_owned()), &Selection::default()).expect("packs");
+    let (from_dir, _) =
+        pack(Input::Directory(dir.path().to_owned()), None, &Selection::default()).expect("packs");
     assert_eq!(from_git, from_dir, "the blobs are packaged as committed");
 }
 
@@ -578,11 +581,18 @@ fn blobs_are_read_from_the_mirror_on_every_packing_thread_with_the_same_bytes() 
     let from_dir = crate::support::try_pack_dir(repo.path(), &without_git, 1).expect("the checkout packs");
     for threads in [1, 2, 4] {
         let options = PackOptions { threads: threads.try_into().expect("nonzero"), ..PackOptions::default() };
-        let input = Input::Git(GitInput { source: Arc::clone(&git_source), request: request.clone() });
+        let input = Input::Git(request.clone());
         let mut out = std::io::Cursor::new(Vec::new());
-        let built =
-            publish::build(input, &Selection::default(), &Limits::default(), &options, None, &mut out)
-                .expect("packs");
+        let built = packages::build(
+            input,
+            &Selection::default(),
+            &Limits::default(),
+            Some(&git_source),
+            &options,
+            None,
+            &mut out,
+        )
+        .expect("packs");
         assert_eq!(built.packed.sha256, from_dir.packed.sha256, "{threads} threads");
         assert!(out.into_inner() == from_dir.bytes, "{threads} threads: the same bytes");
     }

@@ -9,8 +9,9 @@ use std::path::Path;
 
 use futures_util::StreamExt as _;
 use lambda_packager::package::Sha256Hex;
+use lambda_packager::store::key::{ListPrefix, ObjectKey, StoreKey};
 use lambda_packager::store::local::LocalStore;
-use lambda_packager::store::{ByteRange, Error, Staged, StagedBytes, Store};
+use lambda_packager::store::{ByteRange, Error, ListRequest, Staged, StagedBytes, Store};
 
 use crate::golden::basic;
 use crate::support::app::TestApp;
@@ -53,11 +54,29 @@ fn assert_absent(result: Result<impl std::fmt::Debug, Error>) {
     assert!(matches!(result, Err(Error::NotFound)), "{result:?}");
 }
 
+/// The store key of a package key's text.
+fn store_key(key: &str) -> StoreKey {
+    key.parse::<ObjectKey>().expect("a package key").into()
+}
+
+/// The keys of `fn`'s packages directly under `prefix`.
+async fn listed(store: &LocalStore, prefix: &str) -> Vec<String> {
+    let request = ListRequest::new(
+        ListPrefix::Packages {
+            prefix: prefix.parse().expect("a prefix"),
+            function: "fn".parse().expect("a name"),
+        },
+        100,
+    );
+    store.list(&request).await.expect("list").objects.into_iter().map(|(key, _)| key.name()).collect()
+}
+
 async fn assert_not_served(store: &LocalStore, key: &str) {
-    assert_eq!(store.head(key).await.expect("head"), None, "{key}");
-    assert_absent(store.get(key).await.map(|body| body.size));
-    assert_absent(store.read_range(key, ByteRange::Tail(22)).await);
-    assert_absent(store.read_range(key, ByteRange::Span { start: 0, end: 4 }).await);
+    let key = store_key(key);
+    assert_eq!(store.head(&key).await.expect("head"), None, "{key}");
+    assert_absent(store.get(&key).await.map(|body| body.size));
+    assert_absent(store.read_range(&key, ByteRange::Tail(22)).await);
+    assert_absent(store.read_range(&key, ByteRange::Span { start: 0, end: 4 }).await);
 }
 
 #[tokio::test]
@@ -72,17 +91,16 @@ async fn a_key_named_symlink_to_a_file_outside_the_root_is_not_an_object() {
     let (before, outside_before) = (snapshot(&root), snapshot(&outside));
 
     assert_not_served(&store, &key).await;
-    assert!(store.list("lambda-fn-", 100).await.expect("list").is_empty());
-    assert!(store.list("", 100).await.expect("list").is_empty());
+    assert!(listed(&store, "").await.is_empty());
     // Storing under the key never writes through the link.
     let staged = Staged {
         data: StagedBytes::Memory(bytes.clone().into()),
         size: bytes.len() as u64,
         sha256: Sha256Hex::of_bytes(&bytes),
+        metadata: Default::default(),
     };
-    let key_object = key.parse().expect("a package key");
     assert_eq!(
-        store.put_if_absent(&key_object, staged).await.expect("put"),
+        store.put_if_absent(&store_key(&key), staged).await.expect("put"),
         lambda_packager::store::PutOutcome::AlreadyExists
     );
     assert_eq!((snapshot(&root), snapshot(&outside)), (before, outside_before), "nothing changed");
@@ -101,16 +119,15 @@ async fn a_symlinked_prefix_folder_is_not_read_listed_or_written_through() {
 
     let prefixed = format!("ci/{key}");
     assert_not_served(&store, &prefixed).await;
-    assert!(store.list("ci/lambda-fn-", 100).await.expect("list").is_empty());
-    assert!(store.list("ci/", 100).await.expect("list").is_empty());
+    assert!(listed(&store, "ci/").await.is_empty());
     // A put under the folder fails instead of creating a file outside the root.
     let other = b"other bytes".to_vec();
-    let other_key: lambda_packager::store::key::ObjectKey =
-        format!("ci/lambda-fn-{}.zip", Sha256Hex::of_bytes(&other)).parse().expect("a package key");
+    let other_key = store_key(&format!("ci/lambda-fn-{}.zip", Sha256Hex::of_bytes(&other)));
     let staged = Staged {
         data: StagedBytes::Memory(other.clone().into()),
         size: 11,
         sha256: Sha256Hex::of_bytes(&other),
+        metadata: Default::default(),
     };
     let refused = store.put_if_absent(&other_key, staged).await;
     assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
@@ -132,13 +149,11 @@ async fn symlinks_and_fifos_among_objects_are_skipped_and_never_opened() {
     assert!(made.success());
     let before = snapshot(&root);
 
-    let listed: Vec<String> =
-        store.list("lambda-fn-", 100).await.expect("list").into_iter().map(|m| m.key).collect();
-    assert_eq!(listed, std::slice::from_ref(&key), "only the regular file is listed");
+    assert_eq!(listed(&store, "").await, std::slice::from_ref(&key), "only the regular file is listed");
     assert_not_served(&store, &alias).await;
     // Opening a FIFO for reading would block until a writer came; it is refused at once.
     assert_not_served(&store, &fifo).await;
-    let body = store.get(&key).await.expect("the real object");
+    let body = store.get(&store_key(&key)).await.expect("the real object");
     let read: Vec<u8> = body.stream.map(|c| c.expect("chunk").to_vec()).concat().await;
     assert_eq!(read, bytes);
     assert_eq!(snapshot(&root), before);

@@ -56,3 +56,45 @@ fn the_json_log_names_the_client_by_its_bare_address() {
     assert_eq!(v["span"]["method"], "POST", "{line}");
     assert!(!text.contains("Some("), "{text}");
 }
+
+#[test]
+fn the_request_line_names_the_token_and_never_shows_the_token_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("serve.log");
+    let secret = "the-secret-token-value";
+    let tokens = format!(r#"[{{"name": "ci-deploy", "token": "{secret}", "scopes": ["write"]}}]"#);
+    let env = [("LAMBDA_PACKAGER_LOG__FORMAT", "json"), ("LAMBDA_PACKAGER_AUTH__TOKENS", tokens.as_str())];
+    let service = Service::start_logging_to(&dir.path().join("artifacts"), &env, &log);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let bearer = format!("Bearer {secret}");
+    let post = |headers: &[(&str, &str)]| {
+        runtime.block_on(http_request(
+            service.addr,
+            "POST",
+            "/v1/functions/fn/package",
+            headers,
+            &basic().tar(),
+        ))
+    };
+    assert_eq!(post(&[("authorization", &bearer)]).0, 201);
+    assert_eq!(post(&[("authorization", "Bearer not-a-token")]).0, 401);
+    // Both lines are written after their responses are sent: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).expect("read the log");
+        if text.matches("finished processing request").count() >= 2 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no request lines in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("finished processing request"))
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let statuses: Vec<(String, Option<&str>)> =
+        lines.iter().map(|v| (v["status"].to_string(), v["span"]["token"].as_str())).collect();
+    assert_eq!(statuses, [("201".to_owned(), Some("ci-deploy")), ("401".to_owned(), None)], "{text}");
+    assert!(!text.contains(secret), "the token itself is in the log:\n{text}");
+}

@@ -21,6 +21,7 @@ mod multipart_limits;
 mod one_parse;
 mod properties;
 mod push;
+mod read_side;
 mod request_options;
 mod s3_credentials;
 mod s3_faults;

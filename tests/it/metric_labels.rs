@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::faults::{Service, files_under, peak_rss_kib};
+use crate::faults::{Service, files_under, packages_under, peak_rss_kib, wait_for_startup_scan};
 use crate::support::app::http_request;
 
 /// The label sets of every series of `name` in a Prometheus text page.
@@ -56,6 +56,7 @@ fn thousands_of_random_methods_and_paths_add_no_metric_series_and_no_memory() {
         &store,
         &[("LAMBDA_PACKAGER_PACK__TEMP_DIR", temp_dir), ("LAMBDA_PACKAGER_AUTH__TOKENS", r#"["s3cret"]"#)],
     );
+    wait_for_startup_scan(&store);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let addr = service.addr;
@@ -107,6 +108,7 @@ fn thousands_of_random_methods_and_paths_add_no_metric_series_and_no_memory() {
     let peak = peak_rss_kib(service.child.id());
     eprintln!("peak RSS of the service after 6,400 odd requests: {peak} KiB");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB over 64 MiB");
-    let left: Vec<_> = files_under(&store).into_iter().chain(files_under(&temp)).collect();
+    let left: Vec<_> = packages_under(&store).into_iter().chain(files_under(&temp)).collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
+    assert!(files_under(&store.join(".staging")).is_empty(), "staging files left");
 }

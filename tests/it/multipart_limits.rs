@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
-use crate::faults::{Service, files_under, peak_rss_kib};
+use crate::faults::{Service, files_under, packages_under, peak_rss_kib};
 use crate::support::app::parse_response;
 
 const URI: &str = "/v1/functions/fn/package";
@@ -138,6 +138,7 @@ fn huge_text_fields_and_endless_framing_are_refused_early_within_a_flat_memory_b
     let peak = peak_rss_kib(service.child.id());
     eprintln!("peak RSS of the service after 16 hostile multipart bodies: {peak} KiB");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB over 64 MiB");
-    let left: Vec<_> = files_under(&store).into_iter().chain(files_under(&temp)).collect();
+    let left: Vec<_> = packages_under(&store).into_iter().chain(files_under(&temp)).collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
+    assert!(files_under(&store.join(".staging")).is_empty(), "staging files left");
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use lambda_packager::package::{self, Limits, Mode, PackOptions, SourceTree};
-use lambda_packager::publish::{self, GitInput, Input};
+use lambda_packager::packages::{self, Input};
 use lambda_packager::source::Selection;
 use lambda_packager::source::git::{GitConfig, GitRequest, GitSource};
 use proptest::prelude::*;
@@ -182,10 +182,18 @@ proptest! {
         };
         let source = Arc::new(GitSource::new(config).expect("a valid git config"));
         let request = GitRequest { repo: repo.url(), reference: "main".into(), path: None };
-        let input = Input::Git(GitInput { source, request });
+        let input = Input::Git(request);
         let mut out = std::io::Cursor::new(Vec::new());
-        let built = publish::build(input, &Selection::default(), &Limits::default(), &PackOptions::default(), None, &mut out)
-            .expect("packs");
+        let built = packages::build(
+            input,
+            &Selection::default(),
+            &Limits::default(),
+            Some(&source),
+            &PackOptions::default(),
+            None,
+            &mut out,
+        )
+        .expect("packs");
         prop_assert_eq!(built.packed.sha256, canonical(&t).sha256);
     }
 }

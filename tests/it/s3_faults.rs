@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use lambda_packager::config::S3StoreConfig;
 use lambda_packager::package::Sha256Hex;
+use lambda_packager::store::config::S3StoreConfig;
 use lambda_packager::store::s3::{S3Settings, S3Store};
 use rstest::rstest;
 use serde_json::Value;
@@ -337,25 +337,29 @@ async fn reads_are_retried_through_throttling_and_answer_503_with_retry_after_wh
     faulty.assert_stored_answer(&faulty.post(&app).await, 201);
     let zip_uri = format!("/v1/artifacts/{}/zip", faulty.key);
 
-    // One throttled answer per kind of read: the SDK's retry hides it.
+    // One throttled answer per kind of read: the SDK's retry hides it. The listing reads the
+    // index: one LIST of its log, one GET of the slot.
+    let (gets, lists) = (faulty.proxy.seen(Kind::IndexGet), faulty.proxy.seen(Kind::IndexList));
     faulty.proxy.inject(Kind::Get, 1..=1, Fault::SLOW_DOWN);
-    faulty.proxy.inject(Kind::List, 1..=1, Fault::SLOW_DOWN);
+    faulty.proxy.inject(Kind::IndexList, lists + 1..=lists + 1, Fault::SLOW_DOWN);
+    faulty.proxy.inject(Kind::IndexGet, gets + 1..=gets + 1, Fault::SLOW_DOWN);
     let zip = app.get(&zip_uri).await;
     assert_eq!(zip.status, 200);
     assert!(zip.body == faulty.expected.bytes, "the whole package, byte for byte");
     let listed = app.get("/v1/functions/orders/artifacts").await.json();
     assert_eq!(listed["artifacts"][0]["key"], faulty.key.as_str(), "{listed}");
     faulty.assert_seen(Kind::Get, 2);
-    faulty.assert_seen(Kind::List, 2);
+    faulty.assert_seen(Kind::IndexList, lists + 2);
+    faulty.assert_seen(Kind::IndexGet, gets + 2);
 
     // A store that keeps failing: the reads say "retry later", like the uploads.
     faulty.proxy.clear_faults();
     faulty.proxy.inject(Kind::Get, .., Fault::INTERNAL_ERROR);
-    faulty.proxy.inject(Kind::List, .., Fault::INTERNAL_ERROR);
+    faulty.proxy.inject(Kind::IndexList, .., Fault::INTERNAL_ERROR);
     assert_unavailable(&app.get(&zip_uri).await);
     assert_unavailable(&app.get("/v1/functions/orders/artifacts").await);
     faulty.assert_seen(Kind::Get, 2 + ATTEMPTS);
-    faulty.assert_seen(Kind::List, 2 + ATTEMPTS);
+    faulty.assert_seen(Kind::IndexList, lists + 2 + ATTEMPTS);
     faulty.assert_stored_once().await;
     faulty.proxy.stop().await;
 }

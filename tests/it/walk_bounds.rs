@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::faults::{Service, files_under, peak_rss_kib};
+use crate::faults::{Service, files_under, packages_under, peak_rss_kib};
 use crate::support::app::http_request;
 use crate::support::archive::{Member, gzip, tar};
 use crate::support::git_repo::{TestRepo, make_symlink, write_file};
@@ -54,8 +54,7 @@ fn cpu_time(pid: u32) -> Duration {
 
 #[track_caller]
 fn assert_nothing_left(store: &Path, temp: &Path, stored: usize) {
-    let objects: Vec<_> =
-        files_under(store).into_iter().filter(|p| !p.starts_with(store.join(".staging"))).collect();
+    let objects = packages_under(store);
     assert_eq!(objects.len(), stored, "objects: {objects:?}");
     assert!(files_under(&store.join(".staging")).is_empty(), "staging files left");
     assert!(files_under(temp).is_empty(), "temp files left");

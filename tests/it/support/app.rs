@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
-use lambda_packager::config::{Config, S3StoreConfig};
+use lambda_packager::config::Config;
 use lambda_packager::http::{self, AppState};
 use lambda_packager::server;
 use lambda_packager::store::Backend;
+use lambda_packager::store::config::S3StoreConfig;
 use lambda_packager::store::s3::S3Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -76,7 +77,7 @@ impl TestApp {
     pub fn on_s3_store(s3: S3StoreConfig, store: S3Store, edit: impl FnOnce(&mut Config)) -> Self {
         let dirs = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
-        config.store.backend = lambda_packager::config::StoreKind::S3;
+        config.store.backend = lambda_packager::store::config::StoreKind::S3;
         config.store.s3 = s3;
         config.pack.temp_dir = Some(dirs.path().join("tmp"));
         config.pack.workers = 4.try_into().expect("nonzero");
@@ -117,12 +118,13 @@ impl TestApp {
         self.config.store.local.path.clone()
     }
 
-    /// Every stored object (key → bytes), staging excluded.
+    /// Every stored package (key → bytes): the store's own dot files and folders (`.staging/`,
+    /// the `.lambda-packager/` index, metadata sidecars) excluded.
     pub fn stored(&self) -> BTreeMap<String, Vec<u8>> {
         fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
             for entry in std::fs::read_dir(dir).expect("read store") {
                 let path = entry.expect("entry").path();
-                if path.file_name().is_some_and(|n| n == ".staging") {
+                if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
                     continue;
                 }
                 if path.is_dir() {

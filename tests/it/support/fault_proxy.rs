@@ -38,6 +38,9 @@ use tokio_util::sync::CancellationToken;
 const MAX_HEAD: usize = 64 * 1024;
 
 /// What a request does, by method and path (path-style addressing: `/bucket` or `/bucket/key`).
+/// Requests on the service's listing index (keys and listing prefixes under
+/// `.lambda-packager/`) have kinds of their own, so that a fault scripted for "the first PUT"
+/// hits the package's PUT, and counts of package requests stay what they were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// `HEAD` of an object or of the bucket.
@@ -48,6 +51,14 @@ pub enum Kind {
     Put,
     /// `GET` of the bucket: a listing.
     List,
+    /// `HEAD` of an index entry.
+    IndexHead,
+    /// `GET` of an index entry.
+    IndexGet,
+    /// `PUT` of an index entry.
+    IndexPut,
+    /// A listing of index entries.
+    IndexList,
     /// Anything else.
     Other,
 }
@@ -305,11 +316,16 @@ impl Head {
         let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
         let path = target.split('?').next().unwrap_or_default();
         let has_key = path.trim_start_matches('/').split_once('/').is_some_and(|(_, key)| !key.is_empty());
-        match method {
-            "HEAD" => Kind::Head,
-            "GET" if has_key => Kind::Get,
-            "GET" => Kind::List,
-            "PUT" => Kind::Put,
+        let index = target.contains(".lambda-packager");
+        match (method, index) {
+            ("HEAD", false) => Kind::Head,
+            ("HEAD", true) => Kind::IndexHead,
+            ("GET", false) if has_key => Kind::Get,
+            ("GET", true) if has_key => Kind::IndexGet,
+            ("GET", false) => Kind::List,
+            ("GET", true) => Kind::IndexList,
+            ("PUT", false) => Kind::Put,
+            ("PUT", true) => Kind::IndexPut,
             _ => Kind::Other,
         }
     }

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use lambda_packager::package::{self, Limits, PackOptions, Packed};
-use lambda_packager::publish::{self, Input};
+use lambda_packager::packages::{self, BuildError, Input};
 use lambda_packager::source::Selection;
 
 use self::archive::{Member, ZipMember};
@@ -158,15 +158,10 @@ pub struct Built {
     pub bytes: Vec<u8>,
 }
 
-fn build(
-    input: Input,
-    selection: &Selection,
-    limits: &Limits,
-    threads: usize,
-) -> Result<Built, publish::Error> {
+fn build(input: Input, selection: &Selection, limits: &Limits, threads: usize) -> Result<Built, BuildError> {
     let mut out = tempfile::tempfile().expect("temp file");
     let options = PackOptions { threads: threads.try_into().expect("nonzero"), ..PackOptions::default() };
-    let built = publish::build(input, selection, limits, &options, None, &mut out)?;
+    let built = packages::build(input, selection, limits, None, &options, None, &mut out)?;
     let mut bytes = Vec::new();
     std::io::Seek::rewind(&mut out).expect("rewind");
     out.read_to_end(&mut bytes).expect("read zip");
@@ -175,11 +170,7 @@ fn build(
 }
 
 /// Packs archive bytes (any format) with a selection and limits.
-pub fn try_pack_archive(
-    bytes: &[u8],
-    selection: &Selection,
-    limits: &Limits,
-) -> Result<Built, publish::Error> {
+pub fn try_pack_archive(bytes: &[u8], selection: &Selection, limits: &Limits) -> Result<Built, BuildError> {
     let mut file = tempfile::tempfile().expect("temp file");
     file.write_all(bytes).expect("write archive");
     std::io::Seek::rewind(&mut file).expect("rewind");
@@ -210,7 +201,7 @@ pub fn archive_error(bytes: &[u8], selection: &Selection, limits: &Limits) -> St
 }
 
 /// Packs a directory.
-pub fn try_pack_dir(dir: &Path, selection: &Selection, threads: usize) -> Result<Built, publish::Error> {
+pub fn try_pack_dir(dir: &Path, selection: &Selection, threads: usize) -> Result<Built, BuildError> {
     build(Input::Directory(dir.to_owned()), selection, &Limits::default(), threads)
 }
 

@@ -14,7 +14,8 @@
 //! - [`TestBucket::shared()`] (on the shared server) / [`TestBucket::create(&server)`]: a fresh,
 //!   randomly named bucket, emptied and deleted on drop. [`TestBucket::config`] is its
 //!   `S3StoreConfig` (endpoint, path-style), [`TestBucket::store`] an `S3Store` for it,
-//!   [`TestBucket::keys`] the keys it holds, [`TestBucket::objects`] their bytes,
+//!   [`TestBucket::keys`] the keys it holds (the listing index aside: [`TestBucket::index_keys`]),
+//!   [`TestBucket::objects`] their bytes,
 //!   [`TestBucket::recreate`] creates it again after a restart.
 //! - [`store_for`] builds an `S3Store` for any `S3StoreConfig` with the harness's credentials and
 //!   [`test_settings`] (short timeouts, so an outage fails in seconds, not minutes).
@@ -41,7 +42,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lambda_packager::config::S3StoreConfig;
+use lambda_packager::store::config::S3StoreConfig;
 use lambda_packager::store::s3::{S3Settings, S3Store};
 
 /// The variable `./scripts/test` sets to the `moto_server` executable.
@@ -291,22 +292,37 @@ impl TestBucket {
         store_for(&self.config())
     }
 
-    /// Every key in the bucket, sorted.
+    /// Every key in the bucket but the service's listing index (`….lambda-packager/…`), sorted.
     pub async fn keys(&self) -> Vec<String> {
-        keys_of(&self.store(), &self.name).await.expect("listing the test bucket")
+        let mut keys = keys_of(&self.store(), &self.name).await.expect("listing the test bucket");
+        keys.retain(|k| !is_index(k));
+        keys
     }
 
-    /// Every object in the bucket (key → bytes), read straight from the server.
+    /// Every key of the service's listing index in the bucket, sorted.
+    pub async fn index_keys(&self) -> Vec<String> {
+        let mut keys = keys_of(&self.store(), &self.name).await.expect("listing the test bucket");
+        keys.retain(|k| is_index(k));
+        keys
+    }
+
+    /// Every object in the bucket but the listing index (key → bytes), read straight from the
+    /// server.
     pub async fn objects(&self) -> BTreeMap<String, Vec<u8>> {
         let store = self.store();
         let mut objects = BTreeMap::new();
-        for key in keys_of(&store, &self.name).await.expect("listing the test bucket") {
+        for key in self.keys().await {
             let object = store.client().get_object().bucket(&self.name).key(&key).send().await;
             let body = object.unwrap_or_else(|e| panic!("reading {key}: {e:?}")).body.collect().await;
             objects.insert(key, body.expect("the object's bytes").to_vec());
         }
         objects
     }
+}
+
+/// Whether a key is one of the service's listing index.
+fn is_index(key: &str) -> bool {
+    key.split('/').any(|c| c == ".lambda-packager")
 }
 
 async fn keys_of(store: &S3Store, bucket: &str) -> Result<Vec<String>, String> {

@@ -1,25 +1,23 @@
-//! The one use case shared by the HTTP API and the CLI: input bytes in, canonical zip out.
+//! Publishing, the write side of the packages service: input bytes in, canonical zip out.
 //!
 //! [`build`]: decode (`source`) → canonicalize and hash (`package`), synchronous; the CLI's `pack`.
-//! [`Publisher::publish`]: `build` in the blocking pool, then store exactly once; the API's
+//! [`Packages::publish`]: `build` in the blocking pool, then store exactly once; the API's
 //! `POST /v1/functions/{function}/package`. No HTTP type appears here.
 
-use std::collections::HashMap;
 use std::io::{self, Seek, Write};
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
-use tempfile::NamedTempFile;
-
-use crate::blocking::{BlockingPool, PoolError};
+use super::index::Row;
+use super::provenance::{GitProvenance, Provenance};
+use super::{Error as PackagesError, Packages};
 use crate::package::{
-    self, CancelFlag, Limits, MEMORY_SPOOL_BYTES, PackOptions, Packed, SourceTree, is_storage_full,
+    self, CancelFlag, Limits, MEMORY_SPOOL_BYTES, PackOptions, Packed, Sha256Hex, SourceTree, is_storage_full,
 };
 use crate::source::git::{GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection, SourceFormat};
-use crate::store::key::{FunctionName, KeyError, KeyPrefix, ObjectKey};
-use crate::store::{self, Backend, ObjectMeta, PutOutcome, Staged, StagedBytes, Store};
+use crate::store::key::{FunctionName, KeyPrefix, ObjectKey, StoreKey};
+use crate::store::{self, ObjectMeta, PutOutcome, Staged, StagedBytes, Store};
 
 /// Where the source tree comes from.
 #[derive(Debug)]
@@ -28,17 +26,8 @@ pub enum Input {
     Directory(PathBuf),
     /// An archive (tar, tar.gz or zip, detected from its bytes), in memory or in a file.
     Archive(source::ArchiveBytes),
-    /// A directory of a commit of an allow-listed git remote.
-    Git(GitInput),
-}
-
-/// A git request and the configured git sources that serve it.
-#[derive(Debug, Clone)]
-pub struct GitInput {
-    /// The allowlist, mirror cache and fetch limits (shared by all requests).
-    pub source: Arc<GitSource>,
-    /// Remote, ref and sub-path.
-    pub request: GitRequest,
+    /// A directory of a commit of a git remote, which the caller's [`GitSource`] must allow.
+    Git(GitRequest),
 }
 
 /// Why a package could not be built.
@@ -89,14 +78,16 @@ pub struct Decoded {
 
 /// Decodes `input` and applies `selection`; a tar.gz's decompressed contents go to a spool that
 /// stays in memory when small, else to an unlinked temp file in `spool_dir`, or, when that disk
-/// is full, nowhere (see [`source::from_archive`]); other inputs need none. `cancel` stops the
-/// work at its next check.
+/// is full, nowhere (see [`source::from_archive`]); other inputs need none. A git input is
+/// fetched through `git`, which must allow its remote (`None`: git inputs are refused). `cancel`
+/// stops the work at its next check.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub fn decode(
     input: Input,
     selection: &Selection,
     limits: &Limits,
+    git: Option<&GitSource>,
     spool_dir: Option<&Path>,
     cancel: &CancelFlag,
 ) -> Result<Decoded, Error> {
@@ -110,33 +101,37 @@ pub fn decode(
             let (format, tree) = source::from_archive(bytes, selection, limits, spool_dir, cancel)?;
             Decoded { tree, format, git: None }
         }
-        Input::Git(git) => {
-            let (revision, tree) = source::from_git(&git.source, &git.request, selection, limits, cancel)?;
+        Input::Git(request) => {
+            let git = git.ok_or_else(|| source::Error::GitRemoteNotAllowed {
+                reason: "git sources are not enabled".into(),
+            })?;
+            let (revision, tree) = source::from_git(git, &request, selection, limits, cancel)?;
             Decoded { tree, format: SourceFormat::Git, git: Some(revision) }
         }
     })
 }
 
-/// Decodes `input`, applies `selection` and writes the canonical zip into `out` (empty).
-/// `options.cancel` stops decoding and packing alike.
+/// Decodes `input` (git inputs through `git`), applies `selection` and writes the canonical zip
+/// into `out` (empty). `options.cancel` stops decoding and packing alike.
 ///
 /// Runs synchronously, so it must be called inside `spawn_blocking()` from async code.
 pub fn build<W: Write + Seek>(
     input: Input,
     selection: &Selection,
     limits: &Limits,
+    git: Option<&GitSource>,
     options: &PackOptions,
     spool_dir: Option<&Path>,
     out: &mut W,
 ) -> Result<Built, Error> {
-    let Decoded { tree, format, git } = decode(input, selection, limits, spool_dir, &options.cancel)?;
+    let Decoded { tree, format, git } = decode(input, selection, limits, git, spool_dir, &options.cancel)?;
     let packed = package::pack(&tree, options, out)?;
     Ok(Built { packed, format, git })
 }
 
 /// Where a zip is written while it is built and hashed: memory up to [`MEMORY_SPOOL_BYTES`],
-/// then a temp file in the staging directory (the local store's own, so that storing it is a
-/// rename), and, when that file system is full, nowhere at all.
+/// then a temp file in the temp directory (which a local store on the same file system renames
+/// into place without a copy), and, when that file system is full, nowhere at all.
 ///
 /// The last state is what lets a full disk still answer a re-post: `package::pack_into` hashes
 /// the bytes on their way here, so the digest, and with it the key, is known whether or not the
@@ -149,7 +144,7 @@ struct StagingSink {
 
 enum Staging {
     Memory(Vec<u8>),
-    File(NamedTempFile),
+    File(std::fs::File),
     /// The file system was full: bytes are counted and hashed upstream, then dropped.
     Full,
 }
@@ -159,11 +154,13 @@ impl StagingSink {
         Self { dir, state: Staging::Memory(Vec::new()) }
     }
 
-    /// Moves to a temp file holding `parts`, or to [`Staging::Full`] if there is no room.
+    /// Moves to a temp file holding `parts`, or to [`Staging::Full`] if there is no room. The
+    /// file is unlinked (it never has a name a crash could leave behind); a local store on its
+    /// file system links it into place.
     fn spill(&self, parts: &[&[u8]]) -> io::Result<Staging> {
         let created = match &self.dir {
-            Some(dir) => tempfile::Builder::new().prefix("tmp-").tempfile_in(dir),
-            None => tempfile::Builder::new().prefix("lambda-packager-").tempfile(),
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
         };
         let mut file = match created {
             Ok(file) => file,
@@ -221,45 +218,13 @@ impl Write for StagingSink {
     }
 }
 
-/// Why publishing a package failed (building it, or storing it).
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// Building failed.
-    #[error(transparent)]
-    Build(#[from] Error),
-    /// No worker was free, or the work panicked.
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] store::Error),
-    /// The key already holds different bytes: never reported as success.
-    #[error("{key} already exists with different content ({stored_size} bytes stored, {size} bytes built)")]
-    KeyConflict {
-        /// The key.
-        key: String,
-        /// Size of the stored object.
-        stored_size: u64,
-        /// Size of the package just built.
-        size: u64,
-    },
-    /// Operator and request prefixes do not form a valid prefix.
-    #[error("invalid key prefix: {0}")]
-    Prefix(#[from] KeyError),
-    /// The package is new, but the disk was too full to stage it for the store.
-    #[error("no space left to stage the new {size}-byte package")]
-    InsufficientStorage {
-        /// Size of the package that could not be kept.
-        size: u64,
-    },
-}
-
 /// One request to publish a package.
 #[derive(Debug)]
 pub struct PublishRequest {
     /// The Lambda function.
     pub function: FunctionName,
-    /// The request's own prefix, after the operator's (only if the operator allows it).
+    /// The request's own prefix, after the operator's (only if the operator allows it; see
+    /// [`PrefixPolicy`](super::PrefixPolicy)).
     pub prefix: Option<KeyPrefix>,
     /// Which files to package.
     pub selection: Selection,
@@ -267,6 +232,11 @@ pub struct PublishRequest {
     pub input: Input,
     /// Compute everything, store nothing.
     pub dry_run: bool,
+    /// SHA-256 of the archive as it was received (the HTTP layer hashes the upload while it
+    /// arrives), for the package's provenance; `None` for git input.
+    pub source_sha256: Option<Sha256Hex>,
+    /// The name of the token that made the request, for the package's provenance.
+    pub created_by: Option<String>,
 }
 
 /// What happened to the package.
@@ -298,22 +268,10 @@ pub struct Published {
     pub version_id: Option<String>,
     /// For git input: the remote, the ref and the commit it resolved to.
     pub git: Option<GitRevision>,
-}
-
-/// Turns uploads into stored packages: build in the blocking pool, then store exactly once.
-#[derive(Debug)]
-pub struct Publisher {
-    store: Backend,
-    pool: BlockingPool,
-    limits: Limits,
-    threads: NonZeroUsize,
-    prefix: KeyPrefix,
-    temp_dir: Option<PathBuf>,
-    /// One lock per key being stored, so concurrent requests for one key in this replica
-    /// upload once: the others wait, then find the object with HEAD.
-    inflight: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-    /// The parent of every request's cancel flag: cancelling it stops all work in flight.
-    in_flight_work: CancelFlag,
+    /// The bucket (`None` for a local store).
+    pub bucket: Option<String>,
+    /// `s3://…` or `file://…`: where the object is (or would be, on a dry run).
+    pub location: String,
 }
 
 /// Sets a cancellation flag when dropped: a request that goes away (client disconnect, the
@@ -327,94 +285,45 @@ impl Drop for CancelOnDrop {
     }
 }
 
-impl Publisher {
-    /// A publisher over `store`.
-    pub fn new(
-        store: Backend,
-        pool: BlockingPool,
-        limits: Limits,
-        threads: NonZeroUsize,
-        prefix: KeyPrefix,
-        temp_dir: Option<PathBuf>,
-    ) -> Self {
-        Self {
-            store,
-            pool,
-            limits,
-            threads,
-            prefix,
-            temp_dir,
-            inflight: Mutex::new(HashMap::new()),
-            in_flight_work: CancelFlag::default(),
-        }
-    }
-
-    /// Cancels the blocking work of every request in flight (and of any later one): what a
-    /// shutdown does once its grace period is over, so that the process can exit.
-    pub fn cancel_in_flight(&self) {
-        self.in_flight_work.cancel();
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Backend {
-        &self.store
-    }
-
-    /// The operator's key prefix.
-    pub fn prefix(&self) -> &KeyPrefix {
-        &self.prefix
-    }
-
-    /// The limits applied to every request.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    /// The directory for request temp files (uploads, spools).
-    pub fn temp_dir(&self) -> Option<&Path> {
-        self.temp_dir.as_deref()
-    }
-
-    /// The blocking pool.
-    pub fn pool(&self) -> &BlockingPool {
-        &self.pool
-    }
-
-    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(lock) = map.get(key).and_then(Weak::upgrade) {
-            return lock;
-        }
-        map.retain(|_, w| w.strong_count() > 0);
-        let lock = Arc::new(tokio::sync::Mutex::new(()));
-        map.insert(key.to_owned(), Arc::downgrade(&lock));
-        lock
-    }
-
+impl Packages {
     /// Builds the package and stores it under its content-addressed key exactly once.
     ///
     /// HEAD first: an existing object with the same size (and checksum, when the store keeps
-    /// one) means `AlreadyExisted`; different bytes are a [`PublishError::KeyConflict`]. Absent:
+    /// one) means `AlreadyExisted`; different bytes are a [`KeyConflict`](PackagesError::KeyConflict). Absent:
     /// a conditional put; losing that race to another replica is `AlreadyExisted` after the
     /// same verification.
     #[tracing::instrument(skip_all, fields(function = %request.function, dry_run = request.dry_run))]
-    pub async fn publish(&self, request: PublishRequest) -> Result<Published, PublishError> {
-        let PublishRequest { function, prefix, selection, input, dry_run } = request;
-        let prefix = match &prefix {
-            Some(p) => self.prefix.join(p)?,
-            None => self.prefix.clone(),
-        };
+    pub async fn publish(&self, request: PublishRequest) -> Result<Published, PackagesError> {
+        let PublishRequest { function, prefix, selection, input, dry_run, source_sha256, created_by } =
+            request;
+        let prefix = self.settings.prefixes.resolve(prefix.as_ref())?;
+        if let Input::Git(git) = &input {
+            // Refused before the queue: no worker or network is used for a request that
+            // cannot be served.
+            self.check_git(git)?;
+        }
         let cancel = self.in_flight_work.child();
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
-        let staging_dir = self.store.staging_dir().map(Path::to_owned).or_else(|| self.temp_dir.clone());
-        let (limits, spool_dir) = (self.limits, self.temp_dir.clone());
-        let options = PackOptions { threads: self.threads, cancel };
+        let staging_dir = self.settings.temp_dir.clone();
+        let (limits, spool_dir) = (self.settings.limits, self.settings.temp_dir.clone());
+        let git_source = matches!(input, Input::Git(_)).then(|| Arc::clone(&self.git));
+        let git_path = match &input {
+            Input::Git(request) => request.path.clone(),
+            _ => None,
+        };
+        let options = PackOptions { threads: self.settings.threads, cancel };
         let started = std::time::Instant::now();
         let (data, built) = self
             .pool
-            .run(move || -> Result<_, PublishError> {
-                let Decoded { tree, format, git } =
-                    decode(input, &selection, &limits, spool_dir.as_deref(), &options.cancel)?;
+            .run(move || -> Result<_, PackagesError> {
+                let Decoded { tree, format, git } = decode(
+                    input,
+                    &selection,
+                    &limits,
+                    git_source.as_deref(),
+                    spool_dir.as_deref(),
+                    &options.cancel,
+                )?;
                 // A dry run keeps no byte; otherwise small zips stay in memory (no temp file
                 // unless a local store keeps it) and a full disk keeps none.
                 let (data, packed) = if dry_run {
@@ -431,7 +340,8 @@ impl Publisher {
         metrics::histogram!("pack_duration_seconds", "format" => format)
             .record(started.elapsed().as_secs_f64());
         let key = ObjectKey::package(&prefix, &function, built.packed.sha256);
-        let key_text = key.to_string();
+        let store_key = StoreKey::from(&key);
+        let (bucket, location) = self.locate(&key);
         let published = |outcome, version_id| Published {
             key: key.clone(),
             packed: built.packed.clone(),
@@ -439,38 +349,60 @@ impl Publisher {
             outcome,
             version_id,
             git: built.git.clone(),
+            bucket: bucket.clone(),
+            location: location.clone(),
         };
 
-        let lock = self.key_lock(&key_text);
+        let lock = self.key_lock(&key);
         let _held = lock.lock().await;
-        if let Some(meta) = self.store.head(&key_text).await? {
-            verify(&meta, &built.packed)?;
+        if let Some(meta) = self.store.head(&store_key).await? {
+            verify(&key, &meta, &built.packed)?;
             if dry_run {
                 return Ok(published(Outcome::DryRun { exists: true }, meta.version_id));
             }
             metrics::counter!("packages_deduplicated_total").increment(1);
+            self.repair(&key, &meta, &built.packed).await;
             return Ok(published(Outcome::AlreadyExisted, meta.version_id));
         }
         if dry_run {
             return Ok(published(Outcome::DryRun { exists: false }, None));
         }
         let Some(data) = data else {
-            return Err(PublishError::InsufficientStorage { size: built.packed.size });
+            return Err(PackagesError::InsufficientStorage { size: built.packed.size });
         };
-        let staged = Staged { data, size: built.packed.size, sha256: built.packed.sha256 };
-        match self.store.put_if_absent(&key, staged).await? {
+        let git = built.git.as_ref().map(|g| GitProvenance {
+            repo: g.repo.clone(),
+            reference: g.reference.clone(),
+            commit: g.commit.clone(),
+            path: git_path.clone(),
+        });
+        let source_sha256 = source_sha256.filter(|_| git.is_none());
+        let provenance = Provenance::new(built.format.as_str(), source_sha256, git, created_by);
+        let staged = Staged {
+            data,
+            size: built.packed.size,
+            sha256: built.packed.sha256,
+            metadata: provenance.to_metadata(),
+        };
+        // The index's cutover exists before this version stores its first package, so that no
+        // package it stores is taken for one stored before the index (see `index`).
+        self.cutover().await?;
+        match self.store.put_if_absent(&store_key, staged).await? {
             PutOutcome::Created { version_id } => {
                 metrics::counter!("packages_created_total").increment(1);
                 metrics::counter!("package_bytes_total").increment(built.packed.size);
+                let row = Row::new(&key, &built.packed, &provenance, version_id.clone());
+                self.index_created(&key, row).await;
                 Ok(published(Outcome::Created, version_id))
             }
             PutOutcome::AlreadyExists => {
                 // Another replica won the race: make sure it stored the same bytes.
-                let meta = self.store.head(&key_text).await?.ok_or_else(|| {
+                let meta = self.store.head(&store_key).await?.ok_or_else(|| {
                     store::Error::Backend("the object vanished after a conditional put lost".into())
                 })?;
-                verify(&meta, &built.packed)?;
+                verify(&key, &meta, &built.packed)?;
                 metrics::counter!("packages_deduplicated_total").increment(1);
+                self.repair(&key, &meta, &built.packed).await;
                 Ok(published(Outcome::AlreadyExisted, meta.version_id))
             }
         }
@@ -479,12 +411,12 @@ impl Publisher {
 
 /// An existing object counts as "this package" only if its size, and its checksum when the
 /// store keeps a full-object one, are ours.
-fn verify(meta: &ObjectMeta, packed: &Packed) -> Result<(), PublishError> {
+fn verify(key: &ObjectKey, meta: &ObjectMeta, packed: &Packed) -> Result<(), PackagesError> {
     let checksum_differs =
         meta.checksum_sha256.as_deref().is_some_and(|c| !c.contains('-') && c != packed.code_sha256());
     if meta.size != packed.size || checksum_differs {
-        return Err(PublishError::KeyConflict {
-            key: meta.key.clone(),
+        return Err(PackagesError::KeyConflict {
+            key: key.clone(),
             stored_size: meta.size,
             size: packed.size,
         });
