@@ -47,10 +47,15 @@ pub(super) static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
     )
 });
 
+/// The pages' icon (so that browsers do not ask for a `/favicon.ico` there is none of).
+pub(super) static ICON: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new("icon", "svg", "image/svg+xml", include_bytes!("../../../assets/icon.svg"))
+});
+
 /// `GET /ui/assets/{file}`: an asset under its current name; any other name (an old hash
 /// included) is 404, so a cached page never mixes versions silently.
 pub(super) async fn serve(Path(file): Path<String>) -> Result<Response, UiError> {
-    let asset = [&*STYLE, &*SCRIPT]
+    let asset = [&*STYLE, &*SCRIPT, &*ICON]
         .into_iter()
         .find(|a| a.url.rsplit('/').next() == Some(file.as_str()))
         .ok_or(UiError(ApiError::RouteNotFound))?;

@@ -76,6 +76,7 @@ pub(crate) struct Layout {
     title: String,
     style: &'static str,
     script: &'static str,
+    icon: &'static str,
     signed_in: Option<String>,
     json_url: Option<String>,
 }
@@ -86,6 +87,7 @@ impl Layout {
             title: title.into(),
             style: assets::STYLE.url(),
             script: assets::SCRIPT.url(),
+            icon: assets::ICON.url(),
             signed_in,
             json_url,
         }
