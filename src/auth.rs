@@ -317,7 +317,10 @@ mod tests {
         let value = tokens.session_for(web, now).expect("a session");
         assert!(value.ends_with(".web") && !value.contains("s3cret"), "{value}");
         assert_eq!(tokens.session_caller(&value, now).map(Caller::name), Some("web"));
-        assert_eq!(tokens.session_caller(&value, now + SESSION_TTL - Duration::from_secs(1)).map(Caller::name), Some("web"));
+        assert_eq!(
+            tokens.session_caller(&value, now + SESSION_TTL - Duration::from_secs(1)).map(Caller::name),
+            Some("web")
+        );
         assert!(tokens.session_caller(&value, now + SESSION_TTL).is_none(), "expired");
         // Another name, another expiry or another MAC under the same value: all refused.
         let (expiry, rest) = value.split_once('.').expect("expiry");
@@ -333,7 +336,8 @@ mod tests {
             assert!(tokens.session_caller(&forged, now).is_none(), "{forged}");
         }
         // A service whose token of that name changed refuses the old sessions.
-        let rotated = Tokens::new(&config(r#"tokens = [{name = "web", token = "s3cret-three"}]"#)).expect("valid");
+        let rotated =
+            Tokens::new(&config(r#"tokens = [{name = "web", token = "s3cret-three"}]"#)).expect("valid");
         assert!(rotated.session_caller(&value, now).is_none());
         // Another replica with the same tokens accepts it.
         let replica = Tokens::new(&config(

@@ -34,7 +34,9 @@ pub(crate) async fn require_token(
     let authorization = request.headers().get(header::AUTHORIZATION);
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     let caller = match authorization {
-        Some(value) => value.to_str().ok().and_then(bearer_token).and_then(|t| tokens.authenticate(t)).cloned(),
+        Some(value) => {
+            value.to_str().ok().and_then(bearer_token).and_then(|t| tokens.authenticate(t)).cloned()
+        }
         // The web pages' session, for reads only (their download and JSON links): a POST
         // always needs the bearer token, so no page, forged or not, can publish.
         None if reads => super::ui::session::session_caller(tokens, request.headers()),

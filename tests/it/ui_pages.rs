@@ -105,8 +105,16 @@ async fn the_four_pages_show_functions_packages_files_and_the_diff_as_html_under
     let new_at = function.find(&format!(r#"<tr data-key="{new}">"#)).expect("the new row");
     let old_at = function.find(&format!(r#"<tr data-key="{old}">"#)).expect("the old row");
     assert!(new_at < old_at, "newest first");
-    assert!(function.contains(&format!(r#"name="to" value="{new}" aria-label="compare to {}" checked"#, &new[14..26])));
-    assert!(function.contains(&format!(r#"name="from" value="{old}" aria-label="compare from {}" checked"#, &old[14..26])));
+    assert!(
+        function.contains(&format!(
+            r#"name="to" value="{new}" aria-label="compare to {}" checked"#,
+            &new[14..26]
+        ))
+    );
+    assert!(function.contains(&format!(
+        r#"name="from" value="{old}" aria-label="compare from {}" checked"#,
+        &old[14..26]
+    )));
     assert!(function.contains(r#"<form method="get" action="/ui/diff" id="compare">"#), "{function}");
     assert!(function.contains(r#"<span class="muted">upload</span>"#), "the upload digest is shown");
     assert!(function.contains(r#"href="/v1/functions/orders/artifacts" id="json-link""#));
@@ -129,10 +137,13 @@ async fn the_four_pages_show_functions_packages_files_and_the_diff_as_html_under
 
     let diff = assert_page(&get(&app, &format!("/ui/diff?from={old}&to={new}"), &[]).await, 200);
     assert!(
-        diff.contains(r#"<p class="summary" id="summary">1 changed, 1 added, exec bit flipped on bin/run</p>"#),
+        diff.contains(
+            r#"<p class="summary" id="summary">1 changed, 1 added, exec bit flipped on bin/run</p>"#
+        ),
         "{diff}"
     );
-    let row = |path: &str| diff.find(&format!(r#"data-path="{path}""#)).unwrap_or_else(|| panic!("no {path} row"));
+    let row =
+        |path: &str| diff.find(&format!(r#"data-path="{path}""#)).unwrap_or_else(|| panic!("no {path} row"));
     assert!(row("app.py") < row("new.py") && row("bin/run") < row("new.py"), "changes first");
     assert!(!diff.contains(r#"data-path="lib.py""#), "an unchanged file is no row");
     assert!(diff.contains(&format!(r#"href="/v1/artifacts/{old}/diff/{new}" id="json-link""#)));
@@ -237,7 +248,8 @@ async fn app_with_tokens() -> TestApp {
 
 /// Signs in with `token`; returns the `Set-Cookie` header and the `Cookie` to send back.
 async fn sign_in(app: &TestApp, token: &str, next: &str) -> (String, String) {
-    let form = format!("token={token}&next={}", next.replace('/', "%2F").replace('?', "%3F").replace('=', "%3D"));
+    let form =
+        format!("token={token}&next={}", next.replace('/', "%2F").replace('?', "%3F").replace('=', "%3D"));
     let r = post_form(app, "/ui/login", &form, &[("sec-fetch-site", "same-origin")]).await;
     assert_eq!(r.status, 303, "{}", text(&r));
     assert_eq!(header(&r, "location"), next);
@@ -267,11 +279,17 @@ async fn with_tokens_a_page_asks_for_one_and_the_session_cookie_opens_the_pages_
     assert!(cookie.starts_with("lp_session=") && cookie.ends_with(".reader"), "{cookie}");
     assert!(!set_cookie.contains(READER), "{set_cookie}");
     let attributes: Vec<&str> = set_cookie.split("; ").skip(1).collect();
-    assert_eq!(attributes, ["Path=/", "HttpOnly", "SameSite=Strict", "Max-Age=43200"], "plain HTTP: no Secure");
+    assert_eq!(
+        attributes,
+        ["Path=/", "HttpOnly", "SameSite=Strict", "Max-Age=43200"],
+        "plain HTTP: no Secure"
+    );
 
     let page = assert_page(&get(&app, "/ui/", &[("cookie", &cookie)]).await, 200);
     assert!(page.contains(&format!("/ui/packages/{key}")), "{page}");
-    assert!(page.contains(r#"<strong id="signed-in">reader</strong>"#) && page.contains(r#"action="/ui/logout""#));
+    assert!(
+        page.contains(r#"<strong id="signed-in">reader</strong>"#) && page.contains(r#"action="/ui/logout""#)
+    );
     assert!(!page.contains(READER));
     // The JSON API takes the session for reads (the pages' JSON and download links) ...
     let json = get(&app, "/v1/functions", &[("cookie", &cookie)]).await;
@@ -286,7 +304,8 @@ async fn with_tokens_a_page_asks_for_one_and_the_session_cookie_opens_the_pages_
     assert_page(&get(&app, "/ui/", &[("cookie", &forged)]).await, 401);
     get(&app, "/v1/functions", &[("cookie", &forged)]).await.assert_error(401, "unauthorized");
 
-    let logout = post_form(&app, "/ui/logout", "", &[("cookie", &cookie), ("sec-fetch-site", "same-origin")]).await;
+    let logout =
+        post_form(&app, "/ui/logout", "", &[("cookie", &cookie), ("sec-fetch-site", "same-origin")]).await;
     assert_eq!((logout.status.as_u16(), header(&logout, "location")), (303, "/ui/"));
     assert_eq!(header(&logout, "set-cookie"), "lp_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
 }
@@ -355,7 +374,8 @@ fn the_token_reaches_no_page_and_no_log_line_and_pages_are_counted_by_route() {
     let (old, new) = two_versions();
     let mut keys = Vec::new();
     for bundle in [old, new] {
-        let (status, _, body) = call("POST", "/v1/functions/orders/package", &[("authorization", &bearer)], &bundle);
+        let (status, _, body) =
+            call("POST", "/v1/functions/orders/package", &[("authorization", &bearer)], &bundle);
         assert_eq!(status, 201);
         let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         keys.push(json["key"].as_str().expect("a key").to_owned());
@@ -385,7 +405,9 @@ fn the_token_reaches_no_page_and_no_log_line_and_pages_are_counted_by_route() {
 
     let (_, _, metrics) = runtime.block_on(http_request(service.admin, "GET", "/metrics", &[], b""));
     let metrics = String::from_utf8(metrics).expect("UTF-8");
-    for route in ["/ui/", "/ui/functions/{function}", "/ui/packages/{key}", "/ui/diff", "/ui/login", "/ui/logout"] {
+    for route in
+        ["/ui/", "/ui/functions/{function}", "/ui/packages/{key}", "/ui/diff", "/ui/login", "/ui/logout"]
+    {
         assert!(metrics.contains(&format!("route=\"{route}\"")), "no series for {route}:\n{metrics}");
     }
     assert!(!metrics.contains("route=\"/ui/functions/orders\""), "{metrics}");
@@ -402,4 +424,60 @@ fn the_token_reaches_no_page_and_no_log_line_and_pages_are_counted_by_route() {
     };
     assert!(text.contains(r#""token":"web""#), "the log names the token: {text}");
     assert!(!text.contains(READER) && !text.contains(WRITER), "a token is in the log:\n{text}");
+}
+
+#[tokio::test]
+async fn json_artifacts_link_their_pages_and_the_pages_link_their_json() {
+    let app = TestApp::new().await;
+    let (old, new) = two_versions();
+    let post = app.post("/v1/functions/orders/package", old).await.json();
+    let old = post["key"].as_str().expect("a key").to_owned();
+    assert_eq!(post["ui_url"], format!("/ui/packages/{old}"));
+    let new = publish(&app, "orders", new, None).await;
+    let dry = app.post("/v1/functions/orders/package?dry_run=true", tar(&[Member::file("n.py", "n")])).await;
+    assert!(dry.json().get("ui_url").is_none(), "a key not stored has no page: {}", dry.json());
+
+    let functions = app.get("/v1/functions").await.json();
+    assert_eq!(functions["functions"][0]["ui_url"], "/ui/functions/orders");
+    let listing = app.get("/v1/functions/orders/artifacts").await.json();
+    assert_eq!(listing["artifacts"][0]["ui_url"], format!("/ui/packages/{new}"));
+    let detail = app.get(&format!("/v1/artifacts/{new}")).await.json();
+    assert_eq!(
+        (detail["ui_url"].clone(), detail["code"].clone()),
+        (format!("/ui/packages/{new}").into(), serde_json::Value::Null)
+    );
+    let diff = app.get(&format!("/v1/artifacts/{old}/diff/{new}")).await.json();
+    let ui_url = diff["ui_url"].as_str().expect("a page").to_owned();
+    assert_eq!(ui_url, format!("/ui/diff?from={old}&to={new}"));
+    // Each link leads to the page, and the page back to the JSON.
+    for (url, json) in [
+        ("/ui/functions/orders".to_owned(), "/v1/functions/orders/artifacts".to_owned()),
+        (format!("/ui/packages/{new}"), format!("/v1/artifacts/{new}")),
+        (ui_url, format!("/v1/artifacts/{old}/diff/{new}")),
+    ] {
+        let page = assert_page(&get(&app, &url, &[]).await, 200);
+        assert!(page.contains(&format!(r#"href="{json}" id="json-link""#)), "{url}: {page}");
+    }
+}
+
+#[tokio::test]
+async fn on_s3_the_package_page_shows_the_cloudformation_code_the_json_gives() {
+    let bucket = crate::support::s3::TestBucket::shared().await;
+    let app = TestApp::on_s3(&bucket, |_| {}).await;
+    let key = publish(&app, "cfn", tar(&[Member::file("a.py", "a")]), None).await;
+    let detail = app.get(&format!("/v1/artifacts/{key}")).await.json();
+    let code = &detail["code"];
+    assert_eq!(
+        (code["S3Bucket"].as_str(), code["S3Key"].as_str()),
+        (Some(bucket.name()), Some(key.as_str()))
+    );
+    let page = assert_page(&get(&app, &format!("/ui/packages/{key}"), &[]).await, 200);
+    let snippet =
+        format!("<pre id=\"code-snippet\">Code:\n  S3Bucket: {}\n  S3Key: {key}\n</pre>", bucket.name());
+    assert!(page.contains(&snippet), "{page}");
+    assert!(
+        page.contains(
+            r#"<button type="button" data-copy="code-snippet" id="copy-code" hidden>Copy</button>"#
+        )
+    );
 }

@@ -39,18 +39,12 @@ pub(super) static STYLE: LazyLock<Asset> = LazyLock::new(|| {
 
 /// The copy button's script.
 pub(super) static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        "copy",
-        "js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../../assets/copy.js"),
-    )
+    Asset::new("copy", "js", "text/javascript; charset=utf-8", include_bytes!("../../../assets/copy.js"))
 });
 
 /// The pages' icon (so that browsers do not ask for a `/favicon.ico` there is none of).
-pub(super) static ICON: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new("icon", "svg", "image/svg+xml", include_bytes!("../../../assets/icon.svg"))
-});
+pub(super) static ICON: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new("icon", "svg", "image/svg+xml", include_bytes!("../../../assets/icon.svg")));
 
 /// `GET /ui/assets/{file}`: an asset under its current name; any other name (an old hash
 /// included) is 404, so a cached page never mixes versions silently.

@@ -72,7 +72,11 @@ pub(crate) fn summary(diff: &ArtifactDiff) -> String {
         n if n <= NAMED_FLIPS => parts.push(format!("exec bit flipped on {}", flipped.join(", "))),
         n => parts.push(format!("exec bit flipped on {n} files")),
     }
-    if parts.is_empty() { "Identical: the same files, contents and modes.".to_owned() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "Identical: the same files, contents and modes.".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn rows(diff: &ArtifactDiff) -> Vec<Row> {
@@ -130,8 +134,10 @@ pub(super) async fn page(
         .run_blocking(move || {
             render(&DiffPage {
                 layout,
-                function: (from.function() == to.function())
-                    .then(|| FunctionLink { name: from.function().to_string(), url: function_url(from.function()) }),
+                function: (from.function() == to.function()).then(|| FunctionLink {
+                    name: from.function().to_string(),
+                    url: function_url(from.function()),
+                }),
                 from: Link { key: from.to_string(), url: package_url(&from) },
                 to: Link { key: to.to_string(), url: package_url(&to) },
                 summary: summary(&diff),

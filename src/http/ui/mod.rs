@@ -160,14 +160,19 @@ fn encode(value: &str) -> String {
     utf8_percent_encode(value, SEGMENT).to_string()
 }
 
-/// The page of a function.
-fn function_url(function: &FunctionName) -> String {
+/// The page of a function (also the `ui_url` of the JSON API's functions).
+pub(crate) fn function_url(function: &FunctionName) -> String {
     format!("/ui/functions/{}", encode(function.as_str()))
 }
 
 /// The page of a package (also the `ui_url` of the JSON API's artifacts).
 pub(crate) fn package_url(key: &ObjectKey) -> String {
     format!("/ui/packages/{}", encode(&key.to_string()))
+}
+
+/// The diff page of two packages (also the `ui_url` of the JSON API's diff).
+pub(crate) fn diff_url(from: &ObjectKey, to: &ObjectKey) -> String {
+    format!("/ui/diff?from={}&to={}", encode(&from.to_string()), encode(&to.to_string()))
 }
 
 /// The JSON of a package, in the API.

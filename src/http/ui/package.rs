@@ -104,7 +104,10 @@ impl PackagePage {
             sha256: detail.key.sha256().to_string(),
             size: detail.size,
             size_text: human_size(detail.size),
-            code_snippet: detail.bucket.as_deref().map(|b| code_snippet(b, &key, detail.version_id.as_deref())),
+            code_snippet: detail
+                .bucket
+                .as_deref()
+                .map(|b| code_snippet(b, &key, detail.version_id.as_deref())),
             location: detail.location,
             version_id: detail.version_id,
             last_modified: detail.last_modified.map(timestamp),
@@ -113,7 +116,12 @@ impl PackagePage {
                 created_by: p.created_by,
                 input_format: p.input_format,
                 source_sha256: p.source_sha256.map(|s| s.to_string()),
-                git: p.git.map(|g| Git { repo: g.repo, reference: g.reference, commit: g.commit, path: g.path }),
+                git: p.git.map(|g| Git {
+                    repo: g.repo,
+                    reference: g.reference,
+                    commit: g.commit,
+                    path: g.path,
+                }),
                 format_version: p.format_version,
                 packager_version: p.packager_version,
                 truncated: p.truncated,

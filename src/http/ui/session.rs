@@ -46,7 +46,11 @@ pub(crate) fn session_caller(tokens: &Tokens, headers: &HeaderMap) -> Option<Cal
 /// Requires a session on the pages when tokens are configured: without one, the page is the
 /// sign-in form (401), which comes back to the page afterwards. The caller goes into the
 /// request's extensions, where [`crate::http::Access`] finds it, and its name on the span.
-pub(crate) async fn require_session(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn require_session(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let tokens = &state.settings.tokens;
     if !tokens.enabled() {
         return next.run(request).await;
@@ -82,7 +86,8 @@ fn next_page(next: Option<&str>) -> String {
 
 /// The sign-in form, answered with `status` (and `error` for the log, when not 200).
 fn login_form(status: StatusCode, error: ApiError, problem: Option<&'static str>, next: String) -> Response {
-    let page = LoginPage { layout: Layout::new("Sign in", None, None), problem, next: next_page(Some(&next)) };
+    let page =
+        LoginPage { layout: Layout::new("Sign in", None, None), problem, next: next_page(Some(&next)) };
     match page.render() {
         Ok(html) => {
             let mut response = (status, Html(html)).into_response();
@@ -135,13 +140,19 @@ fn over_tls(headers: &HeaderMap) -> bool {
 /// The `Set-Cookie` value for `value`, kept `max_age` seconds.
 fn cookie(value: &str, max_age: u64, secure: bool) -> Result<HeaderValue, ApiError> {
     let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
-        .map_err(|_| ApiError::Internal("a session cookie that is no header value".into()))
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .map_err(|_| ApiError::Internal("a session cookie that is no header value".into()))
 }
 
 /// `POST /ui/login` (form: `token`, `next`): checks the token and, for one with the read
 /// scope, sets the session cookie and goes back to `next`.
-pub(super) async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, UiError> {
+pub(super) async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, UiError> {
     if !same_origin(&headers) {
         return Err(UiError(ApiError::CrossSiteRequest));
     }
@@ -172,7 +183,9 @@ pub(super) async fn login(State(state): State<AppState>, headers: HeaderMap, bod
         .session_for(caller, SystemTime::now())
         .ok_or_else(|| ApiError::Internal("a signed-in token without a session key".into()))?;
     let mut response = Redirect::to(&next).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie(&value, SESSION_TTL.as_secs(), over_tls(&headers))?);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(&value, SESSION_TTL.as_secs(), over_tls(&headers))?);
     Ok(response)
 }
 
@@ -198,7 +211,11 @@ mod tests {
     #[test]
     fn only_same_origin_posts_are_taken() {
         assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
-        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site"), ("origin", "http://a"), ("host", "a")])));
+        assert!(!same_origin(&headers(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://a"),
+            ("host", "a")
+        ])));
         assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
         assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")])));
         assert!(!same_origin(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:8080")])));
