@@ -6,7 +6,8 @@
 //! `token-2`, … by its place in the list) and tables `{name, token, scopes, functions}`. A
 //! token's name, never the token, is what the logs and a package's provenance (`created_by`)
 //! show. Tokens are compared as SHA-256 digests in constant time, so neither their content nor
-//! their length leaks through timing; the tokens themselves are not kept.
+//! their length leaks through timing; the tokens themselves are not kept. The web pages' sessions
+//! ([`Tokens::session_for`]) are signed with those digests, so they need no state of their own.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -481,3 +481,19 @@ async fn on_s3_the_package_page_shows_the_cloudformation_code_the_json_gives() {
         )
     );
 }
+
+#[tokio::test]
+async fn sign_in_goes_back_only_to_a_page_of_the_ui() {
+    let app = app_with_tokens().await;
+    for (next, location) in [
+        ("%2Fui%2Ffunctions%2Fx%3Fcursor%3Dy", "/ui/functions/x?cursor=y"),
+        ("https%3A%2F%2Fevil.example%2Fui%2F", "/ui/"),
+        ("%2F%2Fevil.example", "/ui/"),
+        ("%2Fui%2F%C3%A9", "/ui/"),
+        ("%2Fui%2F%0D%0ASet-Cookie%3A%20x%3Dy", "/ui/"),
+    ] {
+        let r = post_form(&app, "/ui/login", &format!("token={READER}&next={next}"), &[]).await;
+        assert_eq!((r.status.as_u16(), header(&r, "location")), (303, location), "{next}");
+        assert_eq!(r.headers.get_all("set-cookie").iter().count(), 1, "{next}");
+    }
+}

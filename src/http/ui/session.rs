@@ -76,10 +76,13 @@ struct LoginPage {
     next: String,
 }
 
-/// Where to go after signing in: a page of the UI, else the functions page.
+/// Where to go after signing in: a page of the UI (a path of visible ASCII, as a request's
+/// own path is, so that it is a valid `Location`), else the functions page.
 fn next_page(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/ui/") && !n.contains(['\\', '\r', '\n']) => n.to_owned(),
+        Some(n) if n.starts_with("/ui/") && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') => {
+            n.to_owned()
+        }
         _ => "/ui/".to_owned(),
     }
 }
@@ -226,7 +229,16 @@ mod tests {
     #[test]
     fn sign_in_only_goes_back_to_a_page_of_the_ui() {
         assert_eq!(next_page(Some("/ui/functions/f?cursor=x")), "/ui/functions/f?cursor=x");
-        for elsewhere in ["https://evil.example/ui/", "//evil.example", "/v1/functions", "/ui", "/ui/\\x"] {
+        for elsewhere in [
+            "https://evil.example/ui/",
+            "//evil.example",
+            "/v1/functions",
+            "/ui",
+            "/ui/\\x",
+            "/ui/é",
+            "/ui/a b",
+            "/ui/\r\n",
+        ] {
             assert_eq!(next_page(Some(elsewhere)), "/ui/", "{elsewhere}");
         }
         assert_eq!(next_page(None), "/ui/");
