@@ -31,9 +31,12 @@ RUN mkdir src \
     && cargo build --release --locked \
     && cargo clean --release --locked -p lambda-packager \
     && rm -r src
-# The real sources, compiled from scratch (nothing of the stand-ins is left to look fresh). The
-# binary is run once as a guard: the stub would panic instead of printing its version.
+# The real sources, compiled from scratch (nothing of the stand-ins is left to look fresh), with
+# the web pages' templates and assets, which are compiled into the binary. The binary is run once
+# as a guard: the stub would panic instead of printing its version.
 COPY src ./src
+COPY templates ./templates
+COPY assets ./assets
 RUN cargo build --release --locked \
     && target/release/lambda-packager --version
 

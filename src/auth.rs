@@ -6,9 +6,13 @@
 //! `token-2`, … by its place in the list) and tables `{name, token, scopes, functions}`. A
 //! token's name, never the token, is what the logs and a package's provenance (`created_by`)
 //! show. Tokens are compared as SHA-256 digests in constant time, so neither their content nor
-//! their length leaks through timing; the tokens themselves are not kept.
+//! their length leaks through timing; the tokens themselves are not kept. The web pages' sessions
+//! ([`Tokens::session_for`]) are signed with those digests, so they need no state of their own.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -198,6 +202,65 @@ impl Tokens {
     }
 }
 
+/// How long a web session lasts from its sign-in.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// What a session value's MAC covers before its expiry and token name, so that the value can
+/// never be taken for another HMAC the service computes.
+const SESSION_CONTEXT: &[u8] = b"lambda-packager ui session v1";
+
+type SessionMac = Hmac<sha2_11::Sha256>;
+
+/// The MAC of a session of `name` until `expiry`, keyed by the digest of the token it
+/// signed in with.
+fn session_mac(key: &[u8; 32], name: &str, expiry: u64) -> SessionMac {
+    // HMAC pads a key shorter than the hash's block to the block with zeros (RFC 2104 §2), so
+    // this is HMAC keyed by the 32 bytes, through the infallible fixed-size constructor.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut mac = <SessionMac as KeyInit>::new(&block.into());
+    mac.update(SESSION_CONTEXT);
+    mac.update(b"\n");
+    mac.update(expiry.to_string().as_bytes());
+    mac.update(b"\n");
+    mac.update(name.as_bytes());
+    mac
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Tokens {
+    /// A web session for `caller`, valid until `now` + [`SESSION_TTL`]: `<expiry>.<mac>.<name>`.
+    ///
+    /// Stateless, so that every replica accepts every replica's sessions: the MAC is keyed by
+    /// the digest of the caller's token (which each replica holds, and which never leaves the
+    /// process), so the value carries the token's name but nothing from which the token can be
+    /// recovered, and removing or rotating a token ends its sessions.
+    pub fn session_for(&self, caller: &Caller, now: SystemTime) -> Option<String> {
+        let (key, _) = self.entries.iter().find(|(_, c)| c.name == caller.name)?;
+        let expiry = unix_secs(now + SESSION_TTL);
+        let mac = session_mac(key, &caller.name, expiry).finalize().into_bytes();
+        Some(format!("{expiry}.{}.{}", hex::encode(mac), caller.name))
+    }
+
+    /// The caller of a session value made by [`Tokens::session_for`], if its MAC is right, it
+    /// has not expired at `now`, and its token is still configured.
+    pub fn session_caller(&self, value: &str, now: SystemTime) -> Option<&Caller> {
+        let mut parts = value.splitn(3, '.');
+        let (expiry, mac, name) = (parts.next()?, parts.next()?, parts.next()?);
+        let expiry: u64 = expiry.parse().ok()?;
+        let mac = hex::decode(mac).ok()?;
+        if expiry <= unix_secs(now) {
+            return None;
+        }
+        let (key, caller) = self.entries.iter().find(|(_, c)| c.name == name)?;
+        session_mac(key, name, expiry).verify_slice(&mac).ok()?;
+        Some(caller)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +305,47 @@ mod tests {
         ] {
             assert_eq!(caller.may_access(&function.parse().expect("a name")), allowed, "{function}");
         }
+    }
+
+    #[test]
+    fn a_session_names_its_token_expires_and_cannot_be_forged() {
+        let tokens = Tokens::new(&config(
+            r#"tokens = [{name = "ci", token = "s3cret-one"}, {name = "web", token = "s3cret-two", scopes = ["read"]}]"#,
+        ))
+        .expect("valid");
+        let web = tokens.authenticate("s3cret-two").expect("known");
+        let now = SystemTime::now();
+        let value = tokens.session_for(web, now).expect("a session");
+        assert!(value.ends_with(".web") && !value.contains("s3cret"), "{value}");
+        assert_eq!(tokens.session_caller(&value, now).map(Caller::name), Some("web"));
+        assert_eq!(
+            tokens.session_caller(&value, now + SESSION_TTL - Duration::from_secs(1)).map(Caller::name),
+            Some("web")
+        );
+        assert!(tokens.session_caller(&value, now + SESSION_TTL).is_none(), "expired");
+        // Another name, another expiry or another MAC under the same value: all refused.
+        let (expiry, rest) = value.split_once('.').expect("expiry");
+        let mac = rest.strip_suffix(".web").expect("name");
+        for forged in [
+            format!("{expiry}.{mac}.ci"),
+            format!("{}.{mac}.web", expiry.parse::<u64>().expect("a number") + 3600),
+            format!("{expiry}.{}.web", "0".repeat(64)),
+            format!("{expiry}..web"),
+            "web".to_owned(),
+            String::new(),
+        ] {
+            assert!(tokens.session_caller(&forged, now).is_none(), "{forged}");
+        }
+        // A service whose token of that name changed refuses the old sessions.
+        let rotated =
+            Tokens::new(&config(r#"tokens = [{name = "web", token = "s3cret-three"}]"#)).expect("valid");
+        assert!(rotated.session_caller(&value, now).is_none());
+        // Another replica with the same tokens accepts it.
+        let replica = Tokens::new(&config(
+            r#"tokens = [{name = "ci", token = "s3cret-one"}, {name = "web", token = "s3cret-two", scopes = ["read"]}]"#,
+        ))
+        .expect("valid");
+        assert_eq!(replica.session_caller(&value, now).map(Caller::name), Some("web"));
     }
 
     #[test]

@@ -18,7 +18,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{function_name, package_key};
 use super::middleware::Access;
+use super::packages::CodeLocation;
 use super::state::AppState;
+use super::ui;
 use crate::package::manifest::ManifestEntry;
 use crate::packages;
 
@@ -52,11 +54,14 @@ pub struct ArtifactSummary {
     /// S3 version id, on versioned buckets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// The package's web page (a path on this service: `/ui/packages/{key}`).
+    pub ui_url: String,
 }
 
 impl From<packages::Row> for ArtifactSummary {
     fn from(row: packages::Row) -> Self {
         Self {
+            ui_url: ui::package_url(&row.key),
             sha256: row.key.sha256().to_string(),
             key: row.key.to_string(),
             size: row.size,
@@ -206,6 +211,10 @@ pub struct ArtifactDetail {
     /// Where the package came from; `null` for packages stored before provenance was
     /// recorded.
     pub provenance: Option<ProvenanceInfo>,
+    /// Paste-ready CloudFormation `Code` (S3 stores only; `null` with the local store).
+    pub code: Option<CodeLocation>,
+    /// The package's web page (a path on this service: `/ui/packages/{key}`).
+    pub ui_url: String,
     /// Every file, in zip order.
     pub entries: Vec<EntryInfo>,
 }
@@ -296,10 +305,16 @@ pub async fn get_artifact(
         sha256: key.sha256().to_string(),
         size: detail.size,
         last_modified: rfc3339(detail.last_modified),
-        version_id: detail.version_id,
+        version_id: detail.version_id.clone(),
         location: detail.location,
         files: detail.entries.len(),
         provenance: detail.provenance.as_ref().map(ProvenanceInfo::from),
+        code: detail.bucket.as_ref().map(|b| CodeLocation {
+            s3_bucket: b.clone(),
+            s3_key: key.to_string(),
+            s3_object_version: detail.version_id.clone(),
+        }),
+        ui_url: ui::package_url(&key),
         entries: detail.entries.iter().map(EntryInfo::from).collect(),
     }))
 }
@@ -367,6 +382,8 @@ pub struct ArtifactDiff {
     pub removed: Vec<EntryInfo>,
     /// In both, with another content or mode.
     pub changed: Vec<ChangedEntry>,
+    /// The diff's web page (a path on this service: `/ui/diff?from=…&to=…`).
+    pub ui_url: String,
 }
 
 /// Entries added, removed and changed (content or mode) from one package to another.
@@ -410,6 +427,7 @@ impl From<&packages::ArtifactDiff> for ArtifactDiff {
         Self {
             from: d.from.to_string(),
             to: d.to.to_string(),
+            ui_url: ui::diff_url(&d.from, &d.to),
             identical: d.identical(),
             added: d.added.iter().map(EntryInfo::from).collect(),
             removed: d.removed.iter().map(EntryInfo::from).collect(),

@@ -80,6 +80,9 @@ pub enum ApiError {
         /// The function it asked for.
         function: FunctionName,
     },
+    /// A sign-in or sign-out form posted from another site (`Sec-Fetch-Site`, `Origin`).
+    #[error("this form may only be posted from the service's own pages")]
+    CrossSiteRequest,
     /// The body is larger than the limit.
     #[error("the request body is larger than {max} bytes")]
     PayloadTooLarge {
@@ -276,6 +279,7 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::InsufficientScope { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
             Self::FunctionNotAllowed { .. } => (StatusCode::FORBIDDEN, "function_not_allowed"),
+            Self::CrossSiteRequest => (StatusCode::FORBIDDEN, "cross_site_request"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::UploadTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "upload_too_slow"),
@@ -300,7 +304,7 @@ impl ApiError {
     /// What a client may read. Client errors explain themselves; server errors never carry
     /// internal details (bucket names, paths, SDK or credential-chain messages), which stay in
     /// the log under the request id.
-    fn public_message(&self, status: StatusCode) -> String {
+    pub(crate) fn public_message(&self, status: StatusCode) -> String {
         match self {
             _ if !status.is_server_error() => self.report(),
             Self::Overloaded | Self::Packages(PackagesError::Pool(PoolError::Busy { .. })) => self.report(),

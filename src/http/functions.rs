@@ -32,6 +32,8 @@ pub struct FunctionInfo {
     pub packages: u64,
     /// Its newest package.
     pub latest: Option<LatestPackage>,
+    /// The function's web page (a path on this service: `/ui/functions/{function}`).
+    pub ui_url: String,
 }
 
 /// A page of the functions list.
@@ -84,6 +86,7 @@ pub async fn list_functions(
             .functions
             .into_iter()
             .map(|f| FunctionInfo {
+                ui_url: super::ui::function_url(&f.function),
                 function: f.function.to_string(),
                 packages: f.packages,
                 latest: f.latest.map(|row| LatestPackage {

@@ -16,8 +16,8 @@ use super::state::AppState;
 use crate::auth::{Caller, Scope};
 use crate::store::key::FunctionName;
 
-/// Requires `Authorization: Bearer <token>` with a configured token, when tokens are
-/// configured, and the token's scope for the method (`read` for GET and HEAD, `write` for the
+/// Requires `Authorization: Bearer <token>` with a configured token (or, for GET and HEAD,
+/// the web pages' session cookie), when tokens are configured, and the token's scope for the method (`read` for GET and HEAD, `write` for the
 /// rest): 401 `unauthorized` without a valid token, 403 `insufficient_scope` without the
 /// scope. The caller goes into the request's extensions (where [`Access`] finds it) and its
 /// name onto the request's span, so the one line logged per request names the token (never
@@ -31,13 +31,17 @@ pub(crate) async fn require_token(
     if !tokens.enabled() {
         return next.run(request).await;
     }
-    let caller = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .and_then(|t| tokens.authenticate(t))
-        .cloned();
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    let caller = match authorization {
+        Some(value) => {
+            value.to_str().ok().and_then(bearer_token).and_then(|t| tokens.authenticate(t)).cloned()
+        }
+        // The web pages' session, for reads only (their download and JSON links): a POST
+        // always needs the bearer token, so no page, forged or not, can publish.
+        None if reads => super::ui::session::session_caller(tokens, request.headers()),
+        None => None,
+    };
     let Some(caller) = caller else {
         let mut response = ApiError::Unauthorized.into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));

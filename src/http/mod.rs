@@ -1,5 +1,5 @@
 //! The HTTP API: the only module that knows axum. Routes live next to their handlers
-//! (`packages`, `functions`, `artifacts`, `health`); this module assembles them, applies the middleware
+//! (`packages`, `functions`, `artifacts`, `health`, the web pages in `ui`); this module assembles them, applies the middleware
 //! stack, documents them (OpenAPI, generated from the handlers by utoipa-axum, so the spec
 //! cannot drift from the routes) and serves them with graceful shutdown.
 
@@ -12,6 +12,7 @@ pub mod health;
 mod middleware;
 pub mod packages;
 pub mod state;
+mod ui;
 
 use std::future::Future;
 use std::io;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderName, StatusCode};
+use axum::response::Redirect;
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -97,7 +99,11 @@ pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api(&state);
     let doc = axum::Json(doc);
-    with_middleware(routes.route("/openapi.json", get(move || async move { doc })), state)
+    let routes = routes
+        .route("/openapi.json", get(move || async move { doc }))
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .merge(ui::routes(&state));
+    with_middleware(routes, state)
 }
 
 /// `routes` with the fallback, the state and the middleware stack: what [`router`] serves (and

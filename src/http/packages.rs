@@ -65,6 +65,10 @@ pub struct PackageResponse {
     /// Present on dry runs: whether the key already exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
+    /// The package's web page (a path on this service: `/ui/packages/{key}`). Absent on a dry
+    /// run whose key is not stored yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ui_url: Option<String>,
     /// Present for git sources: the remote, the ref and the 40-hex commit it resolved to.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<GitSourceInfo>)]
@@ -130,6 +134,7 @@ impl PackageResponse {
                 s3_object_version: p.version_id.clone(),
             }),
             location: stored.then(|| p.location.clone()),
+            ui_url: stored.then(|| super::ui::package_url(&p.key)),
             key,
             sha256: p.packed.sha256.to_string(),
             code_sha256: p.packed.code_sha256(),

@@ -26,6 +26,8 @@ pub struct PackageDetail {
     pub version_id: Option<String>,
     /// `s3://…` or `file://…`.
     pub location: String,
+    /// The bucket, with the S3 store (`None`: a local folder).
+    pub bucket: Option<String>,
     /// Where it came from; `None` for objects stored before provenance was recorded.
     pub provenance: Option<Provenance>,
     /// Every file, in zip order.
@@ -88,6 +90,7 @@ impl Packages {
             last_modified: meta.last_modified,
             version_id: meta.version_id,
             location: self.store.location(key),
+            bucket: self.store.bucket().map(str::to_owned),
             provenance: Provenance::from_metadata(&meta.metadata),
             entries,
         })

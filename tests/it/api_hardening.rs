@@ -317,10 +317,13 @@ async fn the_openapi_document_describes_the_read_side_routes_fields_and_paramete
             "commit",
             "source_sha256",
             "version_id",
+            "ui_url",
         ],
     );
     has("ArtifactList", &["function", "artifacts", "next_cursor"]);
-    has("ArtifactDetail", &["key", "function", "sha256", "size", "provenance", "entries"]);
+    has("ArtifactDetail", &["key", "function", "sha256", "size", "provenance", "code", "ui_url", "entries"]);
+    has("ArtifactDiff", &["from", "to", "added", "removed", "changed", "ui_url"]);
+    has("PackageResponse", &["key", "code", "ui_url"]);
     has(
         "ProvenanceInfo",
         &[
@@ -336,7 +339,7 @@ async fn the_openapi_document_describes_the_read_side_routes_fields_and_paramete
     );
     has("GitProvenanceInfo", &["repo", "ref", "commit", "path"]);
     has("FunctionList", &["functions", "next_cursor"]);
-    has("FunctionInfo", &["function", "packages", "latest"]);
+    has("FunctionInfo", &["function", "packages", "latest", "ui_url"]);
     has("LatestPackage", &["key", "created"]);
     let provenance = doc["components"]["schemas"]["ArtifactDetail"]["properties"]["provenance"].to_string();
     assert!(

@@ -28,4 +28,5 @@ mod s3_faults;
 mod slow_uploads;
 mod store_contract;
 mod support;
+mod ui_pages;
 mod walk_bounds;
