@@ -246,6 +246,7 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         ("GET", "/v1/functions/{function}/artifacts"),
         ("GET", "/v1/functions/{function}/latest"),
         ("POST", "/v1/functions/{function}/package"),
+        ("POST", "/v1/functions/{function}/package/lookup"),
     ];
     let expected: Vec<(String, String)> =
         expected.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
