@@ -205,6 +205,7 @@ async fn metrics_are_served_on_the_admin_listener() {
         "packages_created_total",
         "packages_deduplicated_total",
         "pack_duration_seconds",
+        "packs_total{format=\"tar\"}",
         "blocking_pool_wait_seconds",
         "http_requests_total{method=\"POST\",route=\"/v1/functions/{function}/package\",status=\"201\"}",
     ] {
