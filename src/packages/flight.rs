@@ -8,11 +8,12 @@
 //! The others follow: they wait for the leader's answer and answer as a re-post would
 //! (`uploaded: false`), without a worker, a decode or a pack of their own.
 //!
-//! A leader that fails, or goes away (its client disconnected, the request timed out: its
-//! future is dropped), lands nothing: its followers board again, the first of them leads with
-//! its own upload, and the others follow it. So a cancelled leader costs its followers a wait,
-//! never its error; the price is that identical requests whose input is bad fail one after the
-//! other instead of side by side. A flight is removed from the map when its leader finishes,
+//! A leader whose input is refused (a bad archive, a path, a limit) hands that refusal to its
+//! followers: their input is the same bytes with the same options, so it would be refused
+//! again. A leader that fails otherwise (the store, the pool), or goes away (its client
+//! disconnected, the request timed out: its future is dropped), lands nothing: its followers
+//! board again, the first of them leads with its own upload, and the others follow it. So a
+//! cancelled leader costs its followers a wait, never its error. A flight is removed from the map when its leader finishes,
 //! either way, and the map holds at most [`MAX_FLIGHTS`]: beyond, a request publishes alone, as
 //! before single flight.
 //!
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::Error;
 use super::publish::{Input, Outcome, PublishRequest, Published};
 use crate::package::Sha256Hex;
 use crate::source::Selection;
@@ -68,7 +70,9 @@ pub(super) enum Landing {
     Flying,
     /// The leader published this.
     Landed(Box<Published>),
-    /// The leader failed or went away: followers board again.
+    /// The leader's input was refused: the same input is refused for every follower.
+    Refused(Arc<Error>),
+    /// The leader failed otherwise (the store, the pool) or went away: followers board again.
     Crashed,
 }
 
@@ -116,18 +120,22 @@ impl Flights {
         Seat::Leader(Pilot { flights: self, key: key.clone(), flight, landed: false })
     }
 
-    /// The leader's package, answered as a re-post of it would be; `None` if the leader failed
-    /// or went away (board again).
-    pub(super) async fn wait(mut follower: watch::Receiver<Landing>) -> Option<Published> {
+    /// The leader's package, answered as a re-post of it would be, or its refusal of the
+    /// input; `None` if the leader failed otherwise or went away (board again).
+    pub(super) async fn wait(mut follower: watch::Receiver<Landing>) -> Option<Result<Published, Error>> {
         let landing = follower.wait_for(|l| !matches!(l, Landing::Flying)).await.ok()?.clone();
-        let Landing::Landed(published) = landing else { return None };
+        let published = match landing {
+            Landing::Landed(published) => published,
+            Landing::Refused(error) => return Some(Err(Error::Shared(error))),
+            Landing::Flying | Landing::Crashed => return None,
+        };
         let mut published = *published;
         if published.outcome == Outcome::Created {
             // Stored by the leader: for this request, it already existed.
             published.outcome = Outcome::AlreadyExisted;
             metrics::counter!("packages_deduplicated_total").increment(1);
         }
-        Some(published)
+        Some(Ok(published))
     }
 
     /// Counts a decode and pack that actually runs.
@@ -157,10 +165,23 @@ pub(super) struct Pilot<'a> {
 }
 
 impl Pilot<'_> {
-    /// Hands `published` to the followers.
-    pub(super) fn land(mut self, published: &Published) {
-        self.flight.send_replace(Landing::Landed(Box::new(published.clone())));
-        self.landed = true;
+    /// Hands the leader's result to the followers: its package, or the refusal of its input
+    /// (which the leader answers too, shared). Any other failure lets them board again.
+    pub(super) fn land(mut self, result: Result<Published, Error>) -> Result<Published, Error> {
+        match result {
+            Ok(published) => {
+                self.flight.send_replace(Landing::Landed(Box::new(published.clone())));
+                self.landed = true;
+                Ok(published)
+            }
+            Err(error) if error.is_input_error() => {
+                let error = Arc::new(error);
+                self.flight.send_replace(Landing::Refused(Arc::clone(&error)));
+                self.landed = true;
+                Err(Error::Shared(error))
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 

@@ -305,16 +305,10 @@ impl Packages {
         loop {
             match self.flights.board(&key) {
                 Seat::Alone => return self.publish_alone(request, prefix).await,
-                Seat::Leader(pilot) => {
-                    let result = self.publish_alone(request, prefix).await;
-                    if let Ok(published) = &result {
-                        pilot.land(published);
-                    }
-                    return result;
-                }
+                Seat::Leader(pilot) => return pilot.land(self.publish_alone(request, prefix).await),
                 Seat::Follower(leader) => {
-                    if let Some(published) = Flights::wait(leader).await {
-                        return Ok(published);
+                    if let Some(result) = Flights::wait(leader).await {
+                        return result;
                     }
                     tracing::debug!("the request this one waited for failed or went away: boarding again");
                 }

@@ -13,6 +13,7 @@ use lambda_packager::packages::{PackCounts, Packages};
 use crate::cancellation::eventually;
 use crate::golden::mixed;
 use crate::support::app::{TestApp, TestResponse};
+use crate::support::archive::{Member, tar};
 
 const URI: &str = "/v1/functions/fn/package";
 
@@ -173,4 +174,26 @@ async fn posts_with_other_options_do_not_share_a_pack() {
     assert_eq!(plain.await.expect("post").status, 201);
     assert_eq!(dry.await.expect("dry run"), 200);
     assert_eq!(packages.pack_counts(), PackCounts { packs: 2, shared: 0 });
+}
+
+/// A leader whose input is refused hands the refusal to its followers (the same bytes with the
+/// same options): they do not decode it again one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_bad_posts_share_the_leaders_refusal() {
+    let app = one_worker().await;
+    let packages = Arc::clone(&app.state.packages);
+    let bundle = tar(&[Member::file("../escape.py", "x = 1\n")]);
+    let (release, blocker) = hold_the_worker(&packages).await;
+    let posts: Vec<_> = (0..3).map(|_| post(&app, &bundle)).collect();
+    let waiting = Arc::clone(&packages);
+    assert!(eventually(Duration::from_secs(30), || waiting.pack_counts().shared == 2).await);
+    release.send(()).expect("release the worker");
+    blocker.await.expect("blocker");
+    for post in posts {
+        let message = post.await.expect("post").assert_error(422, "invalid_path");
+        assert!(message.contains("../escape.py"), "{message}");
+    }
+    assert_eq!(packages.pack_counts(), PackCounts { packs: 0, shared: 2 }, "no follower boarded again");
+    assert!(app.stored().is_empty());
+    assert_eq!(packages.shared_builds_in_progress(), 0);
 }
