@@ -56,7 +56,7 @@ const PACK_USAGE: &str = "lambda-packager pack [OPTIONS] <SOURCE>
 pub struct PushArgs {
     /// A directory (its files are selected here and only those are sent), an archive file (tar,
     /// tar.gz or zip: sent as it is, the server applies the selection), or `-` for an archive
-    /// on stdin.
+    /// on stdin. Either is packed here first, and not sent if the server has its package.
     #[arg(value_name = "INPUT")]
     pub input: String,
     /// Base URL of the server, with its scheme: http://127.0.0.1:8080, https://packager.internal.
@@ -75,6 +75,10 @@ pub struct PushArgs {
     /// Compute the key on the server without storing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Upload even if the server already has the package (by default push packs the input
+    /// here and asks first, and uploads nothing the server has).
+    #[arg(long)]
+    pub force_upload: bool,
     /// Which files to package (applied before the upload for a directory, by the server for an
     /// archive).
     #[command(flatten)]
@@ -94,6 +98,7 @@ impl PushArgs {
             token: self.token.as_deref(),
             prefix: self.prefix.as_ref(),
             dry_run: self.dry_run,
+            force_upload: self.force_upload,
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         };
         crate::client::push(input, &self.selection.selection(), &request).map_err(|e| CommandError {

@@ -1,12 +1,21 @@
 //! The `push` client for CI: send a directory or an archive to a lambda-packager server and
-//! report its answer.
+//! report its answer, uploading nothing the server already has.
 //!
-//! A directory is selected here, with the same code as `pack DIR`, so only the files that will be
-//! packaged cross the network, and the server's key equals the key `pack` prints for the same
-//! directory. The upload is a tar of regular files with fixed metadata; the server still
-//! canonicalizes it, so the tar's own bytes do not matter. An archive is sent as it is, with the
-//! selection as request options: the server decodes it with the code `pack ARCHIVE` uses, so
-//! the keys agree again, and the client never parses untrusted bytes it is only forwarding.
+//! `push` first packs the input here, with the code of `pack` (the same bytes the server would
+//! produce: format v1 is canonical), and asks the server in one small request whether that zip
+//! is stored (`POST …/package/lookup`): the client cannot compute the key itself, since the operator's
+//! `store.prefix` and prefix policy are the server's. When it is stored, the server's answer is
+//! the one a re-post would get (`uploaded: false`), and no archive crosses the network. Only
+//! when it is not (or the server predates the lookup route, or `--force-upload`) is the input
+//! uploaded, as before:
+//!
+//! - a directory is selected here, with the same code as `pack DIR`, so only the files that
+//!   will be packaged cross the network; the upload is a tar.gz of regular files with fixed
+//!   metadata, which the server canonicalizes (the tar's own bytes do not matter);
+//! - an archive is sent as it is, with the selection as request options: the server decodes it
+//!   with the code `pack ARCHIVE` uses, so the keys agree. If the client cannot decode it (a
+//!   corrupt archive, a limit of its own), it uploads it anyway and the server's verdict
+//!   stands, as for any upload.
 
 use std::fmt;
 use std::fs::File;
@@ -19,8 +28,9 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::package::{Content, Limits, SourceTree};
-use crate::source::{self, Selection};
+use crate::package::{self, CancelFlag, Content, Limits, PackOptions, Packed, SourceTree};
+use crate::packages::BuildError;
+use crate::source::{self, ArchiveBytes, Selection, SourceFormat};
 use crate::store::key::{FunctionName, KeyPrefix};
 
 /// The base URL of a lambda-packager server: `http://` or `https://`, a host, an optional port
@@ -105,9 +115,9 @@ pub enum PushInput {
 /// Why a push failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    /// The directory could not be read as a source tree.
+    /// The directory could not be read as a source tree, or packed.
     #[error(transparent)]
-    Source(#[from] source::Error),
+    Build(#[from] BuildError),
     /// The server answered with an error envelope.
     #[error("the server refused the package ({status}): {message}")]
     Server {
@@ -132,11 +142,17 @@ pub enum PushError {
     },
 }
 
+impl From<source::Error> for PushError {
+    fn from(e: source::Error) -> Self {
+        Self::Build(e.into())
+    }
+}
+
 impl PushError {
     /// A stable code: the server's, or the client's own.
     pub fn code(&self) -> String {
         match self {
-            Self::Source(e) => e.code().to_owned(),
+            Self::Build(e) => e.code().to_owned(),
             Self::Server { code, .. } => code.clone(),
             Self::Transport(_) => "server_unreachable".to_owned(),
             Self::Io { .. } => "io_error".to_owned(),
@@ -146,10 +162,15 @@ impl PushError {
     /// Whether the request (rather than the server or the network) is at fault.
     pub fn user_error(&self) -> bool {
         match self {
-            Self::Source(e) => e.is_input_error(),
+            Self::Build(BuildError::Source(e)) => e.is_input_error(),
+            Self::Build(BuildError::Package(_)) => false,
             Self::Server { status, .. } => (400..500).contains(status),
             Self::Transport(_) | Self::Io { .. } => false,
         }
+    }
+
+    fn transport(e: ureq::Error) -> Self {
+        Self::Transport(e.to_string())
     }
 
     fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
@@ -170,6 +191,8 @@ pub struct PushRequest<'a> {
     pub prefix: Option<&'a KeyPrefix>,
     /// Ask the server not to store anything.
     pub dry_run: bool,
+    /// Upload without packing here and asking first (what `push` did before the lookup).
+    pub force_upload: bool,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
 }
@@ -227,28 +250,134 @@ fn selection_options(selection: &Selection, query: &mut form_urlencoded::Seriali
     }
 }
 
-/// Sends `input` to the server (a directory selected here, an archive as it is) and returns
-/// the server's JSON answer.
+/// What `push` uploads when the server does not have the package.
+enum Upload {
+    /// A directory's selected files (sent as a tar.gz).
+    Tree(SourceTree),
+    /// An archive, sent as it is.
+    Archive {
+        /// The archive.
+        file: File,
+        /// Where it came from, for messages.
+        name: String,
+    },
+}
+
+impl Upload {
+    /// The zip the server would build from this upload, and the format it would detect; `None`
+    /// for an archive this client cannot decode (the server's verdict on it stands).
+    ///
+    /// Runs synchronously.
+    fn pack(&self, selection: &Selection) -> Result<Option<(Packed, SourceFormat)>, PushError> {
+        let options = PackOptions::default();
+        match self {
+            Self::Tree(tree) => {
+                let packed = package::pack_into(tree, &options, io::sink()).map_err(BuildError::from)?;
+                Ok(Some((packed, SourceFormat::TarGz)))
+            }
+            Self::Archive { file, name } => {
+                let copy = file.try_clone().map_err(PushError::io(format!("reading {name}")))?;
+                let decoded = source::from_archive(
+                    ArchiveBytes::File(copy),
+                    selection,
+                    &Limits::default(),
+                    None,
+                    &CancelFlag::default(),
+                );
+                let Ok((format, tree)) = decoded else { return Ok(None) };
+                Ok(package::pack_into(&tree, &options, io::sink()).ok().map(|packed| (packed, format)))
+            }
+        }
+    }
+}
+
+/// One agent for the lookup and the upload, so the upload reuses the lookup's connection.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Sends `input` to the server, unless the server already has its package, and returns the
+/// server's JSON answer (the same JSON either way).
 pub fn push(
     input: PushInput,
     selection: &Selection,
     request: &PushRequest<'_>,
 ) -> Result<serde_json::Value, PushError> {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    let (body, content_type, message) = match input {
+    let upload = match input {
         PushInput::Directory(dir) => {
-            let tree = source::from_directory(
-                &dir,
-                selection,
-                &Limits::default(),
-                &crate::package::CancelFlag::default(),
-            )?;
+            Upload::Tree(source::from_directory(&dir, selection, &Limits::default(), &CancelFlag::default())?)
+        }
+        PushInput::Archive { file, name } => Upload::Archive { file, name },
+    };
+    let agent = agent();
+    if !request.force_upload
+        && let Some((packed, format)) = upload.pack(selection)?
+        && let Some(answer) = lookup(&agent, request, &packed, format)?
+    {
+        return Ok(answer);
+    }
+    send(&agent, upload, selection, request)
+}
+
+/// Asks the server whether the zip `packed` is stored for this request (one small POST): its
+/// answer if so, `None` if not, or if the server has no lookup route (an older version: 404
+/// without the `artifact_not_found` code, or 405), so that the caller uploads.
+fn lookup(
+    agent: &ureq::Agent,
+    request: &PushRequest<'_>,
+    packed: &Packed,
+    format: SourceFormat,
+) -> Result<Option<serde_json::Value>, PushError> {
+    let mut body = serde_json::json!({
+        "sha256": packed.sha256.to_string(),
+        "size": packed.size,
+        "files": packed.files,
+        "format": format.as_str(),
+    });
+    if let Some(prefix) = request.prefix.filter(|p| !p.as_str().is_empty()) {
+        body["prefix"] = prefix.as_str().into();
+    }
+    if request.dry_run {
+        body["dry_run"] = true.into();
+    }
+    let url = format!("{}/v1/functions/{}/package/lookup", request.server, request.function);
+    let mut call = agent.post(&url).header("content-type", "application/json");
+    if let Some(token) = request.token {
+        call = call.header("authorization", &format!("Bearer {token}"));
+    }
+    let response = call.send(body.to_string().as_bytes()).map_err(PushError::transport)?;
+    let status = response.status().as_u16();
+    match answer(response) {
+        Ok(json) => Ok(Some(json)),
+        // Not stored (`artifact_not_found`), or no such route: a server from before the lookup
+        // (404 `not_found`, 405, or a proxy's own 404 page), whose post still answers.
+        Err(_) if status == 404 || status == 405 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Uploads `upload` (a directory's files as a tar.gz, an archive as it is) and returns the
+/// server's answer.
+fn send(
+    agent: &ureq::Agent,
+    upload: Upload,
+    selection: &Selection,
+    request: &PushRequest<'_>,
+) -> Result<serde_json::Value, PushError> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    let (body, content_type, message) = match upload {
+        Upload::Tree(tree) => {
             // The selection was applied here; the server must not apply its default excludes
             // again.
             query.append_pair("default_excludes", "false");
             (tar_gz(&tree)?, "application/gzip", format!("uploading {} files", tree.entries().len()))
         }
-        PushInput::Archive { file, name } => {
+        Upload::Archive { mut file, name } => {
+            file.rewind().map_err(PushError::io(format!("reading {name}")))?;
             selection_options(selection, &mut query);
             (file, "application/octet-stream", format!("uploading {name}"))
         }
@@ -273,11 +402,6 @@ pub fn push(
     );
     bar.set_message(message);
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build()
-        .into();
     // With a Content-Length the server refuses an oversized upload before reading it, and with
     // `Expect: 100-continue` its early refusals (401, 413, 503) arrive before we send the body,
     // instead of as a broken pipe halfway through it.
@@ -290,10 +414,13 @@ pub fn push(
         call = call.header("authorization", &format!("Bearer {token}"));
     }
     let reader = bar.wrap_read(body);
-    let response = call
-        .send(ureq::SendBody::from_owned_reader(reader))
-        .map_err(|e| PushError::Transport(e.to_string()))?;
+    let response = call.send(ureq::SendBody::from_owned_reader(reader)).map_err(PushError::transport)?;
     bar.finish_and_clear();
+    answer(response)
+}
+
+/// The JSON of a 2xx answer, or the error envelope of any other as [`PushError::Server`].
+fn answer(response: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value, PushError> {
     let status = response.status().as_u16();
     let mut text = String::new();
     response

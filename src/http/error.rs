@@ -257,6 +257,7 @@ fn packages_status(e: &PackagesError) -> (StatusCode, &'static str) {
         PackagesError::NotFound(_) | PackagesError::NoPackages(_) => {
             (StatusCode::NOT_FOUND, "artifact_not_found")
         }
+        PackagesError::Shared(inner) => packages_status(inner),
         PackagesError::Corrupt { .. } => (StatusCode::BAD_GATEWAY, "artifact_corrupt"),
         PackagesError::IndexCorrupt(_) => (StatusCode::BAD_GATEWAY, "index_corrupt"),
         PackagesError::IndexContention(_) => (StatusCode::SERVICE_UNAVAILABLE, "index_contended"),

@@ -235,6 +235,22 @@ pub(crate) enum Upload {
     Json(serde_json::Value),
 }
 
+/// Largest body of a lookup (`POST /v1/functions/{function}/package/lookup`): a digest, two
+/// numbers, a format and a prefix.
+pub(crate) const MAX_LOOKUP_BYTES: usize = 4 * 1024;
+
+/// Reads a small JSON body of at most `max` bytes into `T`: 413 `payload_too_large` beyond,
+/// 400 `invalid_json` when it does not parse or has unknown fields.
+pub(crate) async fn read_small_json<T: serde::de::DeserializeOwned>(
+    request: Request,
+    max: usize,
+) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(request.into_body(), max)
+        .await
+        .map_err(|e| body_error(&e, max as u64, || ApiError::InvalidJson(e.to_string())))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
 /// Whether a body error came from the body-size limit.
 fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);

@@ -72,6 +72,8 @@ fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(packages::create_package))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(DefaultBodyLimit::disable());
+    // A lookup's body is a few hundred bytes of JSON, read with its own small limit.
+    let lookup = OpenApiRouter::new().routes(routes!(packages::lookup_package));
     let reads = OpenApiRouter::new()
         .routes(routes!(functions::list_functions))
         .routes(routes!(functions::latest_package))
@@ -83,6 +85,7 @@ fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     // and never takes one of the `concurrency_limit` slots: only authenticated requests can
     // crowd each other out.
     let v1 = upload
+        .merge(lookup)
         .merge(reads)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::shed_load))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_token));

@@ -1,4 +1,6 @@
-//! `POST /v1/functions/{function}/package`: upload a source bundle, get its key.
+//! `POST /v1/functions/{function}/package`: upload a source bundle, get its key; and
+//! `POST /v1/functions/{function}/package/lookup`: ask whether a zip built elsewhere is stored,
+//! to skip its upload.
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -8,11 +10,14 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{
-    BodyLimits, OptionSource, PackageOptions, Upload, function_name, read_body, request_prefix,
+    BodyLimits, MAX_LOOKUP_BYTES, OptionSource, PackageOptions, Upload, function_name, read_body,
+    read_small_json, request_prefix,
 };
 use super::middleware::Access;
 use super::state::AppState;
-use crate::packages::{Input, Outcome, PublishRequest, Published};
+use crate::package::{Packed, Sha256Hex};
+use crate::packages::{Input, LookupRequest, Outcome, PublishRequest, Published};
+use crate::source::SourceFormat;
 use crate::source::git::{GitRequest, GitRevision};
 use crate::store::key::FunctionName;
 
@@ -276,4 +281,91 @@ fn git_input(
         }
     }
     Ok(Input::Git(request.git))
+}
+
+/// A lookup: the zip a client built (with the code the server uses, so the same input gives the
+/// same digest), and the options of the post it would otherwise make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupBody {
+    /// SHA-256 of the zip, hex.
+    pub sha256: String,
+    /// Size of the zip in bytes.
+    pub size: u64,
+    /// Number of files in the zip (echoed in the answer).
+    pub files: u64,
+    /// The format of the input the client would upload: `tar`, `tar.gz` or `zip` (echoed in
+    /// the answer, as a post reports the format it detected).
+    pub format: String,
+    /// Extra key prefix, if the operator allows it (as the post's `prefix`).
+    pub prefix: Option<String>,
+    /// Answer as a dry-run post would (default false).
+    pub dry_run: Option<bool>,
+}
+
+/// The formats a client uploads.
+fn upload_format(raw: &str) -> Result<SourceFormat, ApiError> {
+    [SourceFormat::Tar, SourceFormat::TarGz, SourceFormat::Zip]
+        .into_iter()
+        .find(|f| f.as_str() == raw)
+        .ok_or_else(|| {
+            let shown: String = raw.chars().take(64).collect();
+            ApiError::InvalidParameter(format!("parameter format={shown:?}: expected tar, tar.gz or zip"))
+        })
+}
+
+/// Whether a package is already stored, without uploading it.
+///
+/// The client packs the input itself (`lambda-packager pack`, whose bytes equal the server's)
+/// and sends the zip's digest, size and file count with the post's `prefix` and `dry_run`; the
+/// server computes the key with its own `store.prefix` and prefix policy. When the object is
+/// there with that size, the answer is what a re-post of the input would answer (200,
+/// `uploaded: false`); else 404 `artifact_not_found`, and the client uploads. Same scope,
+/// function and prefix checks as a post.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{function}/package/lookup",
+    tag = "packages",
+    params(("function" = String, Path, description = "Lambda function name, [A-Za-z0-9_-]{1,64}")),
+    request_body(content = LookupBody, description = "The zip the client built: {\"sha256\", \"size\", \"files\", \"format\", \"prefix\"?, \"dry_run\"?}"),
+    responses(
+        (status = 200, description = "Stored: the answer a re-post would get", body = PackageResponse),
+        (status = 400, description = "Malformed body (`invalid_json`), digest or format (`invalid_parameter`), or prefix (`invalid_prefix`)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Prefix not allowed (`prefix_not_allowed`), a token without the write scope (`insufficient_scope`) or limited to other functions (`function_not_allowed`)", body = ErrorBody),
+        (status = 404, description = "Not stored, or other bytes under the key (`artifact_not_found`): upload it", body = ErrorBody),
+        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
+        (status = 503, description = "Overloaded or store unavailable; see Retry-After", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn lookup_package(
+    State(state): State<AppState>,
+    access: Access,
+    Path(function): Path<String>,
+    request: Request,
+) -> Result<Json<PackageResponse>, ApiError> {
+    let function = function_name(&function)?;
+    access.check(&function)?;
+    let body: LookupBody = read_small_json(request, MAX_LOOKUP_BYTES).await?;
+    let sha256: Sha256Hex = body.sha256.parse().map_err(|_| {
+        ApiError::InvalidParameter("parameter sha256: expected 64 lowercase hex digits".to_owned())
+    })?;
+    let format = upload_format(&body.format)?;
+    let packages = &state.packages;
+    let prefix = request_prefix(packages.prefixes(), body.prefix.as_deref())?;
+    let published = packages
+        .lookup(LookupRequest {
+            function: function.clone(),
+            prefix,
+            packed: Packed { sha256, size: body.size, files: body.files },
+            format,
+            dry_run: body.dry_run.unwrap_or(false),
+        })
+        .await?;
+    let span = tracing::Span::current();
+    span.record("key", tracing::field::display(&published.key));
+    span.record("size_bytes", published.packed.size);
+    span.record("outcome", tracing::field::debug(&published.outcome));
+    Ok(Json(PackageResponse::new(&published, &function)))
 }

@@ -60,6 +60,10 @@ pub enum Error {
     /// No package under the key.
     #[error("no package under {0}")]
     NotFound(ObjectKey),
+    /// The failure of an identical request this one waited for (single flight): its input is
+    /// this request's input, so its refusal is this request's too.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
     /// The object under a package key is not a readable zip (its end record or central
     /// directory is damaged): the store holds bad bytes, which no retry of this request fixes.
     #[error("the object under {key} is not a readable zip")]
@@ -70,4 +74,16 @@ pub enum Error {
         #[source]
         reason: ManifestError,
     },
+}
+
+impl Error {
+    /// Whether the input is at fault (a malformed or unacceptable archive or selection): a
+    /// failure that any request with the same input and options meets again.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Self::Build(BuildError::Source(e)) => e.is_input_error(),
+            Self::Shared(e) => e.is_input_error(),
+            _ => false,
+        }
+    }
 }

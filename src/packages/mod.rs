@@ -3,7 +3,8 @@
 //! [`Packages`] owns what the use cases need (the store, the blocking pool, the git sources, the
 //! input limits, the temp directory and the key-prefix policy) and offers them as methods:
 //! [`publish`](Packages::publish) (input to stored package, exactly once, indexed and with its
-//! provenance), and the read side: [`list_functions`](Packages::list_functions),
+//! provenance), [`lookup`](Packages::lookup) (whether a package a client built is stored, so it
+//! need not upload it), and the read side: [`list_functions`](Packages::list_functions),
 //! [`list_packages`](Packages::list_packages) (all, or by commit or upload digest),
 //! [`latest`](Packages::latest), [`get`](Packages::get) (metadata, provenance, manifest),
 //! [`download`](Packages::download) and [`diff`](Packages::diff). The listing index that
@@ -15,7 +16,9 @@
 //! below imports it, and `http` and `cli` import it.
 
 mod error;
+mod flight;
 mod index;
+mod lookup;
 mod provenance;
 mod publish;
 mod read;
@@ -27,9 +30,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 pub use self::error::Error;
+pub use self::flight::PackCounts;
 pub use self::index::{
     Backfill, CLAIM_LEASE, FunctionPage, FunctionSummary, LEGACY_RUN, PackageFilter, PackagePage, Row,
 };
+pub use self::lookup::LookupRequest;
 pub use self::provenance::{GitProvenance, Provenance};
 pub use self::publish::{
     Built, Decoded, Error as BuildError, Input, Outcome, PublishRequest, Published, build, decode,
@@ -91,6 +96,8 @@ pub struct Packages {
     /// One lock per key being stored, so concurrent requests for one key in this replica
     /// upload once: the others wait, then find the object with HEAD.
     inflight: Mutex<HashMap<ObjectKey, Weak<tokio::sync::Mutex<()>>>>,
+    /// Identical archive requests in progress, sharing one build (see `flight`).
+    flights: Arc<flight::Flights>,
     /// The parent of every request's cancel flag: cancelling it stops all work in flight.
     in_flight_work: CancelFlag,
     /// The index's cutover time, once known (see `index`).
@@ -108,6 +115,7 @@ impl Packages {
             git: Arc::new(git),
             settings,
             inflight: Mutex::new(HashMap::new()),
+            flights: Arc::default(),
             in_flight_work: CancelFlag::default(),
             cutover: tokio::sync::OnceCell::new(),
             functions_seen: Mutex::new(HashSet::new()),
@@ -118,6 +126,17 @@ impl Packages {
     /// `store_requests_total`).
     pub fn store_requests(&self) -> RequestCounts {
         self.store.counts()
+    }
+
+    /// The packs this service ran, and the requests that shared another's instead (also the
+    /// metrics `packs_total` and `packs_shared_total`).
+    pub fn pack_counts(&self) -> PackCounts {
+        self.flights.counts()
+    }
+
+    /// Groups of identical archive requests being built right now (each one build).
+    pub fn shared_builds_in_progress(&self) -> usize {
+        self.flights.in_progress()
     }
 
     /// Cancels the blocking work of every request in flight (and of any later one): what a

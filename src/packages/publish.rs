@@ -8,6 +8,7 @@ use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::flight::{FlightKey, Flights, Seat};
 use super::index::Row;
 use super::provenance::{GitProvenance, Provenance};
 use super::{Error as PackagesError, Packages};
@@ -292,11 +293,37 @@ impl Packages {
     /// one) means `AlreadyExisted`; different bytes are a [`KeyConflict`](PackagesError::KeyConflict). Absent:
     /// a conditional put; losing that race to another replica is `AlreadyExisted` after the
     /// same verification.
+    ///
+    /// Identical concurrent archive requests share one build (see `flight`): the first
+    /// publishes, the others answer with its package as a re-post would.
     #[tracing::instrument(skip_all, fields(function = %request.function, dry_run = request.dry_run))]
     pub async fn publish(&self, request: PublishRequest) -> Result<Published, PackagesError> {
-        let PublishRequest { function, prefix, selection, input, dry_run, source_sha256, created_by } =
+        let prefix = self.settings.prefixes.resolve(request.prefix.as_ref())?;
+        let Some(key) = FlightKey::of(&request, &prefix) else {
+            return self.publish_alone(request, prefix).await;
+        };
+        loop {
+            match self.flights.board(&key) {
+                Seat::Alone => return self.publish_alone(request, prefix).await,
+                Seat::Leader(pilot) => return pilot.land(self.publish_alone(request, prefix).await),
+                Seat::Follower(leader) => {
+                    if let Some(result) = Flights::wait(leader).await {
+                        return result;
+                    }
+                    tracing::debug!("the request this one waited for failed or went away: boarding again");
+                }
+            }
+        }
+    }
+
+    /// [`publish`](Self::publish), for this request alone, under the resolved `prefix`.
+    async fn publish_alone(
+        &self,
+        request: PublishRequest,
+        prefix: KeyPrefix,
+    ) -> Result<Published, PackagesError> {
+        let PublishRequest { function, prefix: _, selection, input, dry_run, source_sha256, created_by } =
             request;
-        let prefix = self.settings.prefixes.resolve(prefix.as_ref())?;
         if let Input::Git(git) = &input {
             // Refused before the queue: no worker or network is used for a request that
             // cannot be served.
@@ -313,6 +340,7 @@ impl Packages {
         };
         let options = PackOptions { threads: self.settings.threads, cancel };
         let started = std::time::Instant::now();
+        let flights = Arc::clone(&self.flights);
         let (data, built) = self
             .pool
             .run(move || -> Result<_, PackagesError> {
@@ -324,6 +352,7 @@ impl Packages {
                     spool_dir.as_deref(),
                     &options.cancel,
                 )?;
+                flights.count_pack(format.as_str());
                 // A dry run keeps no byte; otherwise small zips stay in memory (no temp file
                 // unless a local store keeps it) and a full disk keeps none.
                 let (data, packed) = if dry_run {
@@ -412,9 +441,7 @@ impl Packages {
 /// An existing object counts as "this package" only if its size, and its checksum when the
 /// store keeps a full-object one, are ours.
 fn verify(key: &ObjectKey, meta: &ObjectMeta, packed: &Packed) -> Result<(), PackagesError> {
-    let checksum_differs =
-        meta.checksum_sha256.as_deref().is_some_and(|c| !c.contains('-') && c != packed.code_sha256());
-    if meta.size != packed.size || checksum_differs {
+    if !holds(meta, packed) {
         return Err(PackagesError::KeyConflict {
             key: key.clone(),
             stored_size: meta.size,
@@ -422,4 +449,12 @@ fn verify(key: &ObjectKey, meta: &ObjectMeta, packed: &Packed) -> Result<(), Pac
         });
     }
     Ok(())
+}
+
+/// Whether `meta` describes the zip `packed`: the same size, and the same full-object checksum
+/// when the store keeps one (a multipart checksum, `…-N`, is not the file's digest).
+pub(super) fn holds(meta: &ObjectMeta, packed: &Packed) -> bool {
+    let checksum_differs =
+        meta.checksum_sha256.as_deref().is_some_and(|c| !c.contains('-') && c != packed.code_sha256());
+    meta.size == packed.size && !checksum_differs
 }

@@ -23,7 +23,7 @@ pub const MAX_PATTERN_BYTES: usize = 1024;
 pub const DEFAULT_EXCLUDES: &[&str] = &[".git/", ".hg/", ".svn/", ".DS_Store", "__pycache__/"];
 
 /// The selection options, as a user gives them (CLI flags, query parameters, JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Selection {
     /// A directory of the input that becomes the root of the package.

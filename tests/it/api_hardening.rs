@@ -205,6 +205,7 @@ async fn metrics_are_served_on_the_admin_listener() {
         "packages_created_total",
         "packages_deduplicated_total",
         "pack_duration_seconds",
+        "packs_total{format=\"tar\"}",
         "blocking_pool_wait_seconds",
         "http_requests_total{method=\"POST\",route=\"/v1/functions/{function}/package\",status=\"201\"}",
     ] {
@@ -246,6 +247,7 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         ("GET", "/v1/functions/{function}/artifacts"),
         ("GET", "/v1/functions/{function}/latest"),
         ("POST", "/v1/functions/{function}/package"),
+        ("POST", "/v1/functions/{function}/package/lookup"),
     ];
     let expected: Vec<(String, String)> =
         expected.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();

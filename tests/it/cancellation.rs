@@ -23,7 +23,7 @@ use crate::support::git_http::HangServer;
 const URI: &str = "/v1/functions/fn/package";
 
 /// Polls `done` every 10 ms until it holds or `within` passes; true if it held.
-async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     loop {
         if done() {

@@ -236,7 +236,7 @@ fn a_missing_source_exits_2_and_names_the_path() {
 #[case::temp_dir_missing(&["pack", "SRC"], &[("TMPDIR", "MISSING")], 1, "creating a temp file in MISSING: ")]
 #[case::stdin_and_temp_dir_missing(&["pack", "-"], &[("TMPDIR", "MISSING")], 1, "creating a temp file in MISSING: ")]
 #[case::push_input_missing(&["push", "MISSING", "--server", "http://127.0.0.1:1", "--function", "fn"], &[], 2, "reading MISSING: ")]
-#[case::push_temp_dir_missing(&["push", "SRC", "--server", "http://127.0.0.1:1", "--function", "fn"], &[("TMPDIR", "MISSING")], 1, "creating a temp file in MISSING: ")]
+#[case::push_temp_dir_missing(&["push", "SRC", "--server", "http://127.0.0.1:1", "--function", "fn", "--force-upload"], &[("TMPDIR", "MISSING")], 1, "creating a temp file in MISSING: ")]
 fn io_errors_name_the_path_and_exit_by_whose_fault_it_is(
     #[case] args: &[&str],
     #[case] env: &[(&str, &str)],

@@ -4,6 +4,7 @@ use std::process::{Command, Output};
 
 use crate::golden::mixed;
 use crate::support::app::TestApp;
+use crate::support::counting_proxy::CountingProxy;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lambda-packager"))
@@ -206,5 +207,109 @@ async fn pack_with_the_whole_prefix_gives_the_key_of_a_server_with_a_store_prefi
     assert!(key.starts_with("ops/ci/lambda-fn-"), "{key}");
     assert_eq!(pushed["key"], key);
     assert_eq!(app.stored().keys().collect::<Vec<_>>(), [key]);
+    server.stop().await.expect("stops");
+}
+
+/// `push DIR` with `args`, through `proxy`; its JSON answer.
+async fn push_through(proxy: &CountingProxy, dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut push = bin();
+    push.args(["push", "--server", &format!("http://{}", proxy.addr), "--function", "fn"])
+        .args(args)
+        .arg(dir);
+    json(&run(push).await)
+}
+
+/// The second push of an unchanged tree packs it here, asks, and sends no archive: the server
+/// receives one small lookup, answers what a re-post answers, and the store still holds one
+/// object. `--force-upload` sends the body anyway; a changed tree is uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_of_an_unchanged_tree_sends_no_archive_body() {
+    let app = TestApp::new().await;
+    let server = app.spawn().await;
+    let proxy = CountingProxy::start(server.addr).await;
+    let src = tempfile::tempdir().expect("temp dir");
+    mixed().write_dir(src.path());
+
+    let first = push_through(&proxy, src.path(), &[]).await;
+    let sent = proxy.take();
+    assert_eq!((first["uploaded"].as_bool(), sent.lookups, sent.posts), (Some(true), 1, 1), "{sent:?}");
+    assert!(sent.bytes > 100_000, "the first push uploads the tree: {sent:?}");
+
+    let again = push_through(&proxy, src.path(), &[]).await;
+    let sent = proxy.take();
+    assert_eq!((sent.lookups, sent.posts), (1, 0), "{sent:?}");
+    assert!(sent.bytes < 4096, "no archive body, only the lookup: {sent:?}");
+    let mut expected = first.clone();
+    expected["uploaded"] = false.into();
+    assert_eq!(again, expected, "the first answer, not uploaded by this call");
+    assert_eq!(app.stored().len(), 1);
+
+    let dry = push_through(&proxy, src.path(), &["--dry-run"]).await;
+    let sent = proxy.take();
+    assert_eq!(
+        (sent.posts, dry["exists"].as_bool(), &dry["key"]),
+        (0, Some(true), &first["key"]),
+        "{sent:?}"
+    );
+
+    let forced = push_through(&proxy, src.path(), &["--force-upload"]).await;
+    let sent = proxy.take();
+    assert_eq!((sent.lookups, sent.posts), (0, 1), "{sent:?}");
+    assert!(sent.bytes > 100_000, "--force-upload sends the body: {sent:?}");
+    assert_eq!(forced, expected, "the server's answer to the upload is the lookup's");
+
+    std::fs::write(src.path().join("handler.py"), "def handler(e, c):\n    return 2\n").expect("edit");
+    let changed = push_through(&proxy, src.path(), &[]).await;
+    let sent = proxy.take();
+    assert_eq!((changed["uploaded"].as_bool(), sent.lookups, sent.posts), (Some(true), 1, 1), "{sent:?}");
+    assert_ne!(changed["key"], first["key"]);
+    assert_eq!(app.stored().len(), 2);
+    server.stop().await.expect("stops");
+}
+
+/// A server from before the lookup route answers it `404 not_found`: push uploads, as it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_a_server_without_the_lookup_route_uploads() {
+    let app = TestApp::new().await;
+    let server = app.spawn().await;
+    let proxy = CountingProxy::start(server.addr).await;
+    proxy.without_lookup();
+    let src = tempfile::tempdir().expect("temp dir");
+    mixed().write_dir(src.path());
+    let first = push_through(&proxy, src.path(), &[]).await;
+    let again = push_through(&proxy, src.path(), &[]).await;
+    let sent = proxy.take();
+    assert_eq!((sent.lookups, sent.posts), (2, 2), "both pushes asked, then uploaded: {sent:?}");
+    assert_eq!((first["uploaded"].as_bool(), again["uploaded"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(again["key"], first["key"]);
+    assert_eq!(app.stored().len(), 1);
+    server.stop().await.expect("stops");
+}
+
+/// An archive is decoded here with the selection, so its second push is a lookup too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_of_an_unchanged_archive_sends_no_archive_body() {
+    let app = TestApp::new().await;
+    let server = app.spawn().await;
+    let proxy = CountingProxy::start(server.addr).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("fn.zip");
+    std::fs::write(&archive, mixed().zip()).expect("write archive");
+    let flags = ["--path", "lib", "--exclude", "*.bin"];
+    let first = push_through(&proxy, &archive, &flags).await;
+    proxy.take();
+    let again = push_through(&proxy, &archive, &flags).await;
+    let sent = proxy.take();
+    assert_eq!((sent.lookups, sent.posts), (1, 0), "{sent:?}");
+    assert!(sent.bytes < 4096, "{sent:?}");
+    let mut expected = first.clone();
+    expected["uploaded"] = false.into();
+    assert_eq!((again, &first["format"]), (expected, &"zip".into()));
+    let other = push_through(&proxy, &archive, &["--path", "lib"]).await;
+    assert_eq!(
+        (proxy.take().posts, other["uploaded"].as_bool()),
+        (1, Some(true)),
+        "other options, other zip"
+    );
     server.stop().await.expect("stops");
 }

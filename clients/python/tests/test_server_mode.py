@@ -14,10 +14,12 @@ import os
 import socket
 import subprocess
 import threading
+import urllib.parse
+import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import boto3
 import pytest
@@ -299,3 +301,56 @@ def test_an_unreachable_service_is_named(tmp_path: Path, no_s3_here: None) -> No
         stacker_run(server=f"http://127.0.0.1:{port}", functions={"F": {"path": str(root)}})
     assert raised.value.code == "server_unreachable"
     assert f"127.0.0.1:{port}" in raised.value.message
+
+
+def record_requests(monkeypatch: pytest.MonkeyPatch) -> List[Tuple[str, str, int]]:
+    """Every request the hook sends, as (method, path, body bytes), recorded on its way out."""
+    sent: List[Tuple[str, str, int]] = []
+    real = urllib.request.urlopen
+
+    def urlopen(request: urllib.request.Request, *args: Any, **kwargs: Any) -> Any:
+        data = request.data
+        size = len(data) if isinstance(data, bytes) else int(request.get_header("Content-length", "0"))
+        sent.append((request.get_method(), urllib.parse.urlsplit(request.full_url).path, size))
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return sent
+
+
+def test_a_repeat_in_server_mode_sends_no_archive(
+    tmp_path: Path, service: Service, no_s3_here: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(tmp_path / "fn", {**TREE, "model.bin": os.urandom(200_000)})
+    functions = {"F": {"path": str(root)}}
+    monkeypatch.setenv("LAMBDA_PACKAGER_TOKEN", TOKEN)
+    sent = record_requests(monkeypatch)
+    first = stacker_run(server=service.url, prefix="team/", functions=functions)["F"]
+    assert [(method, path) for method, path, _ in sent] == [
+        ("POST", "/v1/functions/F/package/lookup"),
+        ("POST", "/v1/functions/F/package"),
+    ]
+    assert sent[1][2] > 200_000, "the first run uploads the files"
+
+    sent.clear()
+    again = stacker_run(server=service.url, prefix="team/", functions=functions)["F"]
+    assert [(method, path) for method, path, _ in sent] == [("POST", "/v1/functions/F/package/lookup")]
+    assert sent[0][2] < 4096, "no archive body, only the lookup"
+    assert (first.uploaded, again.uploaded) == (True, False)
+    assert again.to_dict() == first.to_dict()
+    assert (again.sha256, again.code_sha256, again.size) == (first.sha256, first.code_sha256, first.size)
+    assert again.S3Key == f"team/lambda-F-{first.sha256}.zip"
+
+
+def test_without_the_binary_server_mode_uploads_as_before(
+    tmp_path: Path, service: Service, no_s3_here: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(tmp_path / "fn", {**TREE, "model.bin": os.urandom(1000)})
+    monkeypatch.setenv("LAMBDA_PACKAGER_TOKEN", TOKEN)
+    monkeypatch.delenv("LAMBDA_PACKAGER_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    sent = record_requests(monkeypatch)
+    first = stacker_run(server=service.url, functions={"F": {"path": str(root)}})["F"]
+    again = stacker_run(server=service.url, functions={"F": {"path": str(root)}})["F"]
+    assert [path for _, path, _ in sent] == ["/v1/functions/F/package"] * 2
+    assert (first.uploaded, again.uploaded, again.S3Key) == (True, False, first.S3Key)

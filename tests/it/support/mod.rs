@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod counting_proxy;
 pub mod fault_proxy;
 pub(crate) mod git_http;
 pub(crate) mod git_repo;

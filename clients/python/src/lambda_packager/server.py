@@ -1,17 +1,23 @@
 """Server mode: the selected files go to a lambda-packager service, which packs and stores them.
 
-The request is what ``lambda-packager push`` sends: ``POST /v1/functions/{function}/package``
-with ``default_excludes=false`` (formic selected already) and ``prefix`` when there is one,
-``Authorization: Bearer`` from ``LAMBDA_PACKAGER_TOKEN``, and the files as a tar.gz built exactly
-like the tar the local mode gives the CLI, so both modes give one key. A prebuilt zip is sent
-as it is; the service re-packages it as the CLI does. The machine running the hook needs no
-binary and no S3 credentials.
+The requests are what ``lambda-packager push`` sends. First, when the ``lambda-packager``
+binary is at hand, the files are packed here (exactly as local mode packs them) and the service
+is asked whether it has that zip: ``POST /v1/functions/{function}/package/lookup`` with its
+digest, size and file count, and ``prefix`` when there is one. A stored package is answered at
+once, and nothing is uploaded. Otherwise (or without the binary, or from a service older than
+the lookup): ``POST /v1/functions/{function}/package`` with ``default_excludes=false`` (formic
+selected already) and ``prefix``, and the files as a tar.gz built exactly like the tar the local
+mode gives the CLI, so both modes give one key. A prebuilt zip is sent as it is; the service
+re-packages it as the CLI does. Both carry ``Authorization: Bearer`` from
+``LAMBDA_PACKAGER_TOKEN``. The machine running the hook needs no S3 credentials, and needs the
+binary only to skip uploads.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import tempfile
 import urllib.error
 import urllib.parse
@@ -19,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import IO, Any, Dict, Optional, Sequence, Union
 
+from . import packing
 from .errors import PackagerError
 from .packing import write_tar
 from .selection import SelectedFile
@@ -56,7 +63,11 @@ def publish(
     prefix: str = "",
     token: Optional[str] = None,
 ) -> Published:
-    """Sends ``source`` (selected files, or the path of a prebuilt zip) to ``server``."""
+    """Sends ``source`` (selected files, or the path of a prebuilt zip) to ``server``, unless
+    the service already has its package."""
+    stored = lookup(server, function, source, prefix=prefix, token=token)
+    if stored is not None:
+        return stored
     query = [("default_excludes", "false")]
     if prefix:
         query.append(("prefix", prefix))
@@ -81,6 +92,57 @@ def publish(
             headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         answer = _send(request, server)
+    return _published(answer, server)
+
+
+def lookup(
+    server: str,
+    function: str,
+    source: Union[Sequence[SelectedFile], str],
+    *,
+    prefix: str = "",
+    token: Optional[str] = None,
+) -> Optional[Published]:
+    """The service's package of ``source``, if it has it: packed here with the binary, then
+    asked about by digest. ``None`` when it does not (upload it), when the service has no
+    lookup route (an older version), or when no binary is installed and none is configured."""
+    try:
+        packing.find_binary()
+    except PackagerError:
+        if os.environ.get(packing.BIN_ENV):
+            raise
+        return None
+    if isinstance(source, str):
+        packer, upload_format = packing.pack_zip(source), "zip"
+    else:
+        packer, upload_format = packing.pack_files(source), "tar.gz"
+    with packer as package:
+        asked: Dict[str, Any] = {
+            "sha256": package.sha256,
+            "size": package.size,
+            "files": package.files,
+            "format": upload_format,
+        }
+    if prefix:
+        asked["prefix"] = prefix
+    url = f"{server.rstrip('/')}/v1/functions/{urllib.parse.quote(function, safe='')}/package/lookup"
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url, data=json.dumps(asked).encode(), headers=headers, method="POST"
+    )
+    try:
+        answer = _send(request, server)
+    except PackagerError as e:
+        # 404: not stored (`artifact_not_found`), or no such route; 405: no such route.
+        if e.status in (404, 405):
+            return None
+        raise
+    return _published(answer, server)
+
+
+def _published(answer: Dict[str, Any], server: str) -> Published:
     try:
         return Published(
             bucket=answer["bucket"],
