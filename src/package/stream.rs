@@ -132,7 +132,8 @@ pub(super) fn write_entries<W: Write + Seek>(
             .map_err(|e| Error::Write(io::Error::other(e)))?;
         // One thread: the window already takes the place of the in-flight budget, and the
         // ordinary packer on one thread holds nothing but the entry it compresses.
-        let sequential = PackOptions { threads: NonZeroUsize::MIN, cancel: cancel.clone() };
+        let sequential =
+            PackOptions { threads: NonZeroUsize::MIN, cancel: cancel.clone(), cache: options.cache.clone() };
         super::write_entries(&window_tree, &sequential, budget, zip)?;
         if let Contents::Spool(spool) = window_tree.into_contents() {
             contents = spool.into_bytes().unwrap_or_default();

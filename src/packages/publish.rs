@@ -311,7 +311,7 @@ impl Packages {
             Input::Git(request) => request.path.clone(),
             _ => None,
         };
-        let options = PackOptions { threads: self.settings.threads, cancel };
+        let options = PackOptions { threads: self.settings.threads, cancel, cache: None };
         let started = std::time::Instant::now();
         let (data, built) = self
             .pool
