@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::client::{PushInput, ServerUrl};
-use crate::package::{self, Limits, PackOptions};
+use crate::package::{self, EntryCache, Limits, PackOptions};
 use crate::packages::{self, BuildError, Input};
 use crate::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection};
@@ -269,6 +269,14 @@ pub struct PackArgs {
     /// Compression threads (the bytes do not depend on it). Default: all cores.
     #[arg(long, value_name = "N")]
     pub threads: Option<NonZeroUsize>,
+    /// Keep compressed entries in this folder and reuse them: a repack deflates only files it
+    /// has not seen (the bytes do not depend on it). Shareable by concurrent packs and between
+    /// CI runs (docs/limits.md, "The compressed-entry cache").
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache folder keeps; the least recently used entries go first.
+    #[arg(long, value_name = "BYTES", default_value_t = package::cache::DEFAULT_MAX_BYTES, requires = "cache_dir")]
+    pub cache_max_bytes: u64,
 }
 
 /// The JSON line `pack` prints.
@@ -432,6 +440,18 @@ fn temp_file() -> Result<File, CommandError> {
 }
 
 impl PackArgs {
+    /// The `--cache-dir` cache; one that cannot be opened is a warning, never a failed pack.
+    fn open_cache(&self) -> Option<EntryCache> {
+        let dir = self.cache_dir.as_deref().filter(|_| self.cache_max_bytes > 0)?;
+        match EntryCache::open(dir, self.cache_max_bytes) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                eprintln!("warning: packing without a cache: cannot create {}: {e}", dir.display());
+                None
+            }
+        }
+    }
+
     /// Whether `--out -` sends the zip to stdout (and so the JSON to stderr).
     pub fn zip_to_stdout(&self) -> bool {
         self.out.as_deref() == Some(Path::new("-"))
@@ -454,6 +474,7 @@ impl PackArgs {
         };
         let options = PackOptions {
             threads: self.threads.unwrap_or(PackOptions::default().threads),
+            cache: self.open_cache(),
             ..PackOptions::default()
         };
         let selection = self.selection.selection();
@@ -492,6 +513,12 @@ impl PackArgs {
             }
             None => build(&mut temp_file()?, &in_temp_dir)?,
         };
+        if let Some(stats) = options.cache.as_ref().map(EntryCache::stats).filter(|s| s.write_errors > 0) {
+            eprintln!(
+                "warning: {} entries could not be kept in the cache (the package is complete)",
+                stats.write_errors
+            );
+        }
         let packed = built.packed;
         Ok(PackOutput {
             key: self
