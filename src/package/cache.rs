@@ -23,7 +23,7 @@
 //! magic number, the format version and deflate level, the content's length, CRC-32 and
 //! SHA-256, the method (deflate, or store when deflate does not make the file smaller: that
 //! decision is cached too, so incompressible files are not deflated in vain on every pack), the
-//! compressed length and the SHA-256 of the compressed bytes. On a read every field is checked
+//! compressed length and a SHA-256 of all that and the compressed bytes. On a read every field is checked
 //! against what the packer computed from the content itself while hashing it (length, CRC-32,
 //! SHA-256) and against the file (its length, the digest of its compressed bytes). A file that
 //! fails any check (truncated, a flipped byte, another content's entry under this name, another
@@ -395,8 +395,18 @@ fn header(id: &ContentId, method: Method, compressed: &[u8]) -> [u8; HEADER_BYTE
     h[28] = method_byte(method);
     h[32..64].copy_from_slice(id.sha256.as_bytes());
     h[64..72].copy_from_slice(&(compressed.len() as u64).to_le_bytes());
-    h[72..104].copy_from_slice(&Sha256::digest(compressed));
+    let digest = digest(&h, compressed);
+    h[72..104].copy_from_slice(&digest);
     h
+}
+
+/// The digest an entry ends its header with: of the header's other fields and the compressed
+/// bytes, so that no byte of the file can change unnoticed (the method byte included).
+fn digest(header: &[u8; HEADER_BYTES], compressed: &[u8]) -> [u8; 32] {
+    let mut sha = Sha256::new();
+    sha.update(&header[..72]);
+    sha.update(compressed);
+    sha.finalize().into()
 }
 
 /// Why an entry was refused.
@@ -447,8 +457,8 @@ fn read_entry(path: &Path, id: &ContentId, front: usize) -> Result<Option<Cached
     let compressed = usize::try_from(compressed).map_err(|_| Invalid("too large"))?;
     let mut bytes = vec![0u8; front + compressed];
     file.read_exact(&mut bytes[front..])?;
-    if Sha256::digest(&bytes[front..])[..] != h[72..104] {
-        return Err(Invalid("the compressed bytes differ from their digest"));
+    if digest(&h, &bytes[front..])[..] != h[72..104] {
+        return Err(Invalid("the entry differs from its digest"));
     }
     let stale = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok());
     if stale.is_some_and(|age| age > TOUCH_AFTER) {

@@ -311,7 +311,8 @@ impl Packages {
             Input::Git(request) => request.path.clone(),
             _ => None,
         };
-        let options = PackOptions { threads: self.settings.threads, cancel, cache: self.settings.cache.clone() };
+        let options =
+            PackOptions { threads: self.settings.threads, cancel, cache: self.settings.cache.clone() };
         let started = std::time::Instant::now();
         let (data, built) = self
             .pool
