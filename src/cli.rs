@@ -277,6 +277,9 @@ pub struct PackArgs {
     /// Most bytes the cache folder keeps; the least recently used entries go first.
     #[arg(long, value_name = "BYTES", default_value_t = package::cache::DEFAULT_MAX_BYTES, requires = "cache_dir")]
     pub cache_max_bytes: u64,
+    /// Files smaller than this skip the cache (for the benchmark that chose the default).
+    #[arg(long, value_name = "BYTES", hide = true, default_value_t = package::cache::MIN_ENTRY_BYTES)]
+    pub cache_min_entry_bytes: u64,
 }
 
 /// The JSON line `pack` prints.
@@ -443,7 +446,7 @@ impl PackArgs {
     /// The `--cache-dir` cache; one that cannot be opened is a warning, never a failed pack.
     fn open_cache(&self) -> Option<EntryCache> {
         let dir = self.cache_dir.as_deref().filter(|_| self.cache_max_bytes > 0)?;
-        match EntryCache::open(dir, self.cache_max_bytes) {
+        match EntryCache::open_with_min(dir, self.cache_max_bytes, self.cache_min_entry_bytes) {
             Ok(cache) => Some(cache),
             Err(e) => {
                 eprintln!("warning: packing without a cache: cannot create {}: {e}", dir.display());

@@ -162,6 +162,7 @@ struct Usage {
 struct Inner {
     folder: PathBuf,
     max_bytes: u64,
+    min_entry_bytes: u64,
     counters: Counters,
     usage: Mutex<Usage>,
     scanning: Mutex<()>,
@@ -176,11 +177,18 @@ pub struct EntryCache(Arc<Inner>);
 impl EntryCache {
     /// Opens (creating it if needed) the cache under `dir`, kept under `max_bytes`.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
+        Self::open_with_min(dir, max_bytes, MIN_ENTRY_BYTES)
+    }
+
+    /// [`EntryCache::open`] with another threshold than [`MIN_ENTRY_BYTES`] (the benchmark that
+    /// chose it measures others).
+    pub fn open_with_min(dir: &Path, max_bytes: u64, min_entry_bytes: u64) -> io::Result<Self> {
         let folder = dir.join(format!("v{FORMAT_VERSION}-deflate{DEFLATE_LEVEL}-{DEFLATE_IMPLEMENTATION}"));
         fs::create_dir_all(&folder)?;
         Ok(Self(Arc::new(Inner {
             folder,
             max_bytes,
+            min_entry_bytes,
             counters: Counters::default(),
             usage: Mutex::new(Usage::default()),
             scanning: Mutex::new(()),
@@ -222,7 +230,7 @@ impl EntryCache {
 
     /// Whether an entry of `size` bytes is looked up at all.
     pub fn applies(&self, size: u64) -> bool {
-        size >= MIN_ENTRY_BYTES && size <= self.0.max_bytes / 4 && size < u64::from(u32::MAX)
+        size >= self.0.min_entry_bytes && size <= self.0.max_bytes / 4 && size < u64::from(u32::MAX)
     }
 
     /// The valid entry for `id`, its compressed bytes after `front` zero bytes; `None` on a miss
