@@ -929,32 +929,48 @@ mod tests {
         assert_eq!(cache.stats().hit_bytes, 20_000 + 10_000);
     }
 
+    /// A blob source whose object changes after its first read (same size, one byte differs).
+    #[derive(Debug)]
+    struct Changing {
+        bytes: Vec<u8>,
+        opened: std::sync::atomic::AtomicUsize,
+    }
+
+    impl BlobSource for Changing {
+        fn reader(&self) -> io::Result<Box<dyn BlobReader + '_>> {
+            Ok(Box::new(self))
+        }
+    }
+
+    impl BlobReader for &Changing {
+        fn open(&mut self, _id: u64, _size: u64) -> io::Result<Box<dyn Read>> {
+            let mut bytes = self.bytes.clone();
+            if self.opened.fetch_add(1, Ordering::Relaxed) > 0 {
+                bytes[5] ^= 1;
+            }
+            Ok(Box::new(io::Cursor::new(bytes)))
+        }
+    }
+
     #[test]
     fn a_file_that_changes_between_its_two_reads_fails_and_reaches_neither_cache_nor_package() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let big = dir.path().join("big");
         // Larger than HOLD_BYTES: hashed on a first read, compressed on a second.
         let bytes = b"0123456789abcdef".repeat(300_000);
-        std::fs::write(&big, &bytes).expect("write");
+        let source = Changing { bytes: bytes.clone(), opened: Default::default() };
         let entry = Entry {
             path: EntryPath::new("big").expect("path"),
             mode: Mode::Regular,
             size: bytes.len() as u64,
-            content: Content::File(big.clone()),
+            content: Content::Blob { id: 0 },
         };
-        let tree = SourceTree::new(vec![entry.clone()], Contents::None).expect("tree");
-        let cache = EntryCache::open(&dir.path().join("cache"), cache::DEFAULT_MAX_BYTES).expect("cache");
-        let mut reader = tree.reader();
-        let content = reader.open(&entry).expect("open");
-        let mut buf = vec![0u8; READ_BUFFER];
-        let id = identify(content, &entry, None, &mut buf, &CancelFlag::default()).expect("hashes");
-        let mut changed = bytes.clone();
-        changed[5] ^= 1;
-        std::fs::write(&big, &changed).expect("rewrite");
-        let file = compress(&mut reader, &entry, Method::Deflate, &mut buf, &CancelFlag::default())
-            .expect("deflates");
-        assert!(matches!(check_id(file, &id, &entry), Err(Error::SourceChanged { .. })));
-        assert_eq!(cache.stats().writes, 0);
+        let tree = SourceTree::new(vec![entry], Contents::Blobs(Arc::new(source))).expect("tree");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = EntryCache::open(dir.path(), cache::DEFAULT_MAX_BYTES).expect("cache");
+        let err = pack_into(&tree, &cached(&cache, 1), io::sink()).expect_err("the content changed");
+        assert!(matches!(err, Error::SourceChanged { .. }), "{err:?}");
+        let stats = cache.stats();
+        assert_eq!((stats.misses, stats.writes), (1, 0), "nothing reached the cache");
+        assert!(!cache.entry_path(&Sha256Hex::of_bytes(&bytes)).exists());
     }
 
     #[test]
