@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::client::{PushInput, ServerUrl};
-use crate::package::{self, Limits, PackOptions};
+use crate::package::{self, EntryCache, Limits, PackOptions};
 use crate::packages::{self, BuildError, Input};
 use crate::source::git::{GitConfig, GitRequest, GitRevision, GitSource};
 use crate::source::{self, Selection};
@@ -274,6 +274,17 @@ pub struct PackArgs {
     /// Compression threads (the bytes do not depend on it). Default: all cores.
     #[arg(long, value_name = "N")]
     pub threads: Option<NonZeroUsize>,
+    /// Keep compressed entries in this folder and reuse them: a repack deflates only files it
+    /// has not seen (the bytes do not depend on it). Shareable by concurrent packs and between
+    /// CI runs (docs/limits.md, "The compressed-entry cache").
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache folder keeps; the least recently used entries go first.
+    #[arg(long, value_name = "BYTES", default_value_t = package::cache::DEFAULT_MAX_BYTES, requires = "cache_dir")]
+    pub cache_max_bytes: u64,
+    /// Files smaller than this skip the cache (for the benchmark that chose the default).
+    #[arg(long, value_name = "BYTES", hide = true, default_value_t = package::cache::MIN_ENTRY_BYTES)]
+    pub cache_min_entry_bytes: u64,
 }
 
 /// The JSON line `pack` prints.
@@ -437,6 +448,18 @@ fn temp_file() -> Result<File, CommandError> {
 }
 
 impl PackArgs {
+    /// The `--cache-dir` cache; one that cannot be opened is a warning, never a failed pack.
+    fn open_cache(&self) -> Option<EntryCache> {
+        let dir = self.cache_dir.as_deref().filter(|_| self.cache_max_bytes > 0)?;
+        match EntryCache::open_with_min(dir, self.cache_max_bytes, self.cache_min_entry_bytes) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                eprintln!("warning: packing without a cache: cannot create {}: {e}", dir.display());
+                None
+            }
+        }
+    }
+
     /// Whether `--out -` sends the zip to stdout (and so the JSON to stderr).
     pub fn zip_to_stdout(&self) -> bool {
         self.out.as_deref() == Some(Path::new("-"))
@@ -459,6 +482,7 @@ impl PackArgs {
         };
         let options = PackOptions {
             threads: self.threads.unwrap_or(PackOptions::default().threads),
+            cache: self.open_cache(),
             ..PackOptions::default()
         };
         let selection = self.selection.selection();
@@ -497,6 +521,12 @@ impl PackArgs {
             }
             None => build(&mut temp_file()?, &in_temp_dir)?,
         };
+        if let Some(stats) = options.cache.as_ref().map(EntryCache::stats).filter(|s| s.write_errors > 0) {
+            eprintln!(
+                "warning: {} entries could not be kept in the cache (the package is complete)",
+                stats.write_errors
+            );
+        }
         let packed = built.packed;
         Ok(PackOutput {
             key: self

@@ -102,6 +102,26 @@ pub struct PackConfig {
     pub queue_timeout_secs: u64,
     /// Directory for uploads, spools and zips being built. Default: the system temp directory.
     pub temp_dir: Option<PathBuf>,
+    /// The compressed-entry cache's folder (`package::cache`). Default: `cache/` in `temp_dir`,
+    /// or `lambda-packager-cache/` in the system temp directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the compressed-entry cache keeps (least recently used evicted); 0 disables
+    /// it. Default 1 GiB.
+    pub cache_max_bytes: u64,
+}
+
+impl PackConfig {
+    /// Where the compressed-entry cache is, if it is on.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.cache_max_bytes == 0 {
+            return None;
+        }
+        Some(match (&self.cache_dir, &self.temp_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(temp)) => temp.join("cache"),
+            (None, None) => std::env::temp_dir().join("lambda-packager-cache"),
+        })
+    }
 }
 
 impl Default for PackConfig {
@@ -111,6 +131,8 @@ impl Default for PackConfig {
             threads: NonZeroUsize::MIN,
             queue_timeout_secs: 30,
             temp_dir: None,
+            cache_dir: None,
+            cache_max_bytes: crate::package::cache::DEFAULT_MAX_BYTES,
         }
     }
 }

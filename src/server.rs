@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::http::{self, ApiSettings, AppState};
+use crate::package::EntryCache;
 use crate::packages::{Packages, PrefixPolicy, Settings};
 use crate::source::git::GitSource;
 use crate::store::Backend;
@@ -80,6 +81,7 @@ pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
         limits: config.limits,
         threads: config.pack.threads,
         temp_dir: config.pack.temp_dir.clone(),
+        cache: open_cache(&config.pack),
         prefixes: PrefixPolicy {
             operator: config.store.prefix.clone(),
             allow_request: config.store.allow_request_prefix,
@@ -91,6 +93,22 @@ pub fn state_for(config: &Config, store: Backend) -> anyhow::Result<AppState> {
         settings: Arc::new(ApiSettings::from_config(config).context("configuring auth.tokens")?),
         metrics: crate::telemetry::metrics_handle(),
     })
+}
+
+/// The compressed-entry cache, when it is on and its folder can be created: a cache that cannot
+/// be had is a warning, never a reason not to serve (packs then deflate every entry).
+fn open_cache(pack: &crate::config::PackConfig) -> Option<EntryCache> {
+    let dir = pack.cache_dir()?;
+    match EntryCache::open(&dir, pack.cache_max_bytes) {
+        Ok(cache) => {
+            tracing::info!(folder = %cache.folder().display(), max_bytes = pack.cache_max_bytes, "compressed-entry cache on");
+            Some(cache)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "compressed-entry cache off: its folder cannot be created");
+            None
+        }
+    }
 }
 
 /// Serves the API on `api` and the admin endpoints on `admin` until `shutdown` is cancelled,

@@ -17,6 +17,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// reference payload (1.036x) and on its text-only part (1.075x; level 2 gives 1.165x there).
 pub const DEFLATE_LEVEL: i64 = 3;
 
+/// The deflate implementation, as pinned in `Cargo.toml`: part of the compressed-entry cache's
+/// folder name (`cache.rs`), so that entries compressed by another implementation are never
+/// read. A test checks it against `Cargo.lock`.
+pub const DEFLATE_IMPLEMENTATION: &str = "zlib-rs-0.6.8";
+
 /// The timestamp of every entry: 1980-01-01 00:00:00, the smallest DOS date, so local time
 /// zones and file mtimes (before 1980 or after 2107 included) never reach the zip.
 pub const FIXED_TIMESTAMP: DateTime = DateTime::DEFAULT;
@@ -53,4 +58,20 @@ pub fn entry_options(mode: Mode, method: Method) -> SimpleFileOptions {
         .system(System::Unix)
         .unix_permissions(mode.permissions())
         .large_file(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deflate_implementation_named_is_the_one_locked() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).expect("Cargo.lock");
+        let version = DEFLATE_IMPLEMENTATION.strip_prefix("zlib-rs-").expect("zlib-rs");
+        assert!(
+            lock.contains(&format!("name = \"zlib-rs\"\nversion = \"{version}\"\n")),
+            "Cargo.lock pins another zlib-rs than {DEFLATE_IMPLEMENTATION}"
+        );
+    }
 }

@@ -132,7 +132,8 @@ pub(super) fn write_entries<W: Write + Seek>(
             .map_err(|e| Error::Write(io::Error::other(e)))?;
         // One thread: the window already takes the place of the in-flight budget, and the
         // ordinary packer on one thread holds nothing but the entry it compresses.
-        let sequential = PackOptions { threads: NonZeroUsize::MIN, cancel: cancel.clone() };
+        let sequential =
+            PackOptions { threads: NonZeroUsize::MIN, cancel: cancel.clone(), cache: options.cache.clone() };
         super::write_entries(&window_tree, &sequential, budget, zip)?;
         if let Contents::Spool(spool) = window_tree.into_contents() {
             contents = spool.into_bytes().unwrap_or_default();
@@ -547,6 +548,32 @@ mod tests {
             pack_with_budget(&tree, &PackOptions::default(), budget, &mut out).expect("packs");
             assert_eq!(Sha256Hex::of_bytes(&out), expected, "budget {budget}");
         }
+    }
+
+    #[test]
+    fn a_streamed_tree_packs_through_the_cache_to_the_same_bytes() {
+        let (tree, memory, _) = mixed();
+        let expected = Sha256Hex::of_bytes(&reference(&memory));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = crate::package::EntryCache::open(dir.path(), crate::package::cache::DEFAULT_MAX_BYTES)
+            .expect("cache");
+        let options = PackOptions { cache: Some(cache.clone()), ..PackOptions::default() };
+        // Windows smaller than the big file: it is compressed straight from the stream, without
+        // the cache; the others go through it.
+        for (round, budget) in [(0, 100_000), (1, 100_000), (2, u64::MAX)] {
+            let mut out = Vec::new();
+            pack_with_budget(&tree, &options, budget, &mut out).expect("packs");
+            assert_eq!(Sha256Hex::of_bytes(&out), expected, "round {round}");
+        }
+        // Rounds 0 and 1: b.py and z/last.py (hard/link.py, its link, first) go through the
+        // cache; the three files over the budget do not. Round 2: all six.
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.misses, stats.writes),
+            (4, 4),
+            "b.py, hard/link.py, then a/noise.bin and m/big.txt"
+        );
+        assert_eq!(stats.hits, 1 + 3 + 4);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub use self::publish::{
 };
 pub use self::read::{ArtifactDiff, ChangedEntry, Download, PackageDetail};
 use crate::blocking::BlockingPool;
-use crate::package::{CancelFlag, Limits};
+use crate::package::{CancelFlag, EntryCache, Limits};
 use crate::source::git::{GitRequest, GitSource};
 use crate::store::key::{FunctionName, KeyPrefix, ObjectKey};
 use crate::store::{Backend, Counted, RequestCounts, Store};
@@ -78,6 +78,8 @@ pub struct Settings {
     pub threads: NonZeroUsize,
     /// Where spools and zips being built go once they pass 1 MiB (`None`: the system's).
     pub temp_dir: Option<PathBuf>,
+    /// The compressed-entry cache every pack uses (`None`: off).
+    pub cache: Option<EntryCache>,
     /// Key prefixes.
     pub prefixes: PrefixPolicy,
     /// Most names one store listing request asks for (`store.list_page_size`, 1 to 1,000).

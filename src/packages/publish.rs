@@ -338,7 +338,8 @@ impl Packages {
             Input::Git(request) => request.path.clone(),
             _ => None,
         };
-        let options = PackOptions { threads: self.settings.threads, cancel };
+        let options =
+            PackOptions { threads: self.settings.threads, cancel, cache: self.settings.cache.clone() };
         let started = std::time::Instant::now();
         let flights = Arc::clone(&self.flights);
         let (data, built) = self
@@ -368,6 +369,9 @@ impl Packages {
         let format = built.format.as_str();
         metrics::histogram!("pack_duration_seconds", "format" => format)
             .record(started.elapsed().as_secs_f64());
+        if let Some(cache) = &self.settings.cache {
+            record_cache_metrics(cache.stats());
+        }
         let key = ObjectKey::package(&prefix, &function, built.packed.sha256);
         let store_key = StoreKey::from(&key);
         let (bucket, location) = self.locate(&key);
@@ -436,6 +440,18 @@ impl Packages {
             }
         }
     }
+}
+
+/// The compressed-entry cache's counters, as Prometheus counters (set to the cache's own totals:
+/// packs running at once each report them, and a counter only ever moves up).
+fn record_cache_metrics(stats: package::CacheStats) {
+    metrics::counter!("pack_cache_hits_total").absolute(stats.hits);
+    metrics::counter!("pack_cache_misses_total").absolute(stats.misses);
+    metrics::counter!("pack_cache_hit_bytes_total").absolute(stats.hit_bytes);
+    metrics::counter!("pack_cache_written_bytes_total").absolute(stats.written_bytes);
+    metrics::counter!("pack_cache_write_errors_total").absolute(stats.write_errors);
+    metrics::counter!("pack_cache_rejected_total").absolute(stats.rejected);
+    metrics::counter!("pack_cache_evictions_total").absolute(stats.evicted);
 }
 
 /// An existing object counts as "this package" only if its size, and its checksum when the

@@ -29,12 +29,14 @@ impl Service {
     }
 
     /// `command` (which must end up exec'ing `lambda-packager serve`) with the test's listeners,
-    /// store and JSON logs; `env` comes last, so it wins.
+    /// store (and the compressed-entry cache next to it, outside the temp dirs the tests check
+    /// are left empty) and JSON logs; `env` comes last, so it wins.
     fn configure<V: AsRef<OsStr>>(mut command: Command, store: &Path, env: &[(&str, V)]) -> Command {
         command
             .env("LAMBDA_PACKAGER_SERVER__LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .env("LAMBDA_PACKAGER_STORE__LOCAL__PATH", store)
+            .env("LAMBDA_PACKAGER_PACK__CACHE_DIR", store.with_file_name("packer-cache"))
             .env("LAMBDA_PACKAGER_LOG__FORMAT", "json")
             .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (*k, v)));

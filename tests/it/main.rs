@@ -7,6 +7,7 @@ mod api_hardening;
 mod api_packages;
 mod api_s3;
 mod bad_input;
+mod cache;
 mod cancellation;
 mod cli;
 mod faults;

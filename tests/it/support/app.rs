@@ -61,6 +61,9 @@ impl TestApp {
         let mut config = Config::default();
         config.store.local.path = dirs.path().join("artifacts");
         config.pack.temp_dir = Some(dirs.path().join("tmp"));
+        // The compressed-entry cache is on by default; here it is next to the temp dir, which
+        // the tests check is empty after every request.
+        config.pack.cache_dir = Some(dirs.path().join("cache"));
         config.pack.workers = 4.try_into().expect("nonzero");
         edit(&mut config);
         let state = server::build_state(&config).await.expect("the app starts");
@@ -80,6 +83,7 @@ impl TestApp {
         config.store.backend = lambda_packager::store::config::StoreKind::S3;
         config.store.s3 = s3;
         config.pack.temp_dir = Some(dirs.path().join("tmp"));
+        config.pack.cache_dir = Some(dirs.path().join("cache"));
         config.pack.workers = 4.try_into().expect("nonzero");
         edit(&mut config);
         let state = server::state_for(&config, Backend::S3(store)).expect("the app starts");
