@@ -209,7 +209,7 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
 /// never be taken for another HMAC the service computes.
 const SESSION_CONTEXT: &[u8] = b"lambda-packager ui session v1";
 
-type SessionMac = Hmac<sha2_11::Sha256>;
+type SessionMac = Hmac<sha2::Sha256>;
 
 /// The MAC of a session of `name` until `expiry`, keyed by the digest of the token it
 /// signed in with.
