@@ -290,21 +290,23 @@ impl EntryCache {
     fn write_entry(&self, id: &ContentId, method: Method, compressed: &[u8]) -> io::Result<()> {
         let path = self.entry_path(&id.sha256);
         let dir = path.parent().unwrap_or(&self.0.folder);
-        let need = (HEADER_BYTES + compressed.len()) as u64;
-        if !room_for(&self.0.folder, need)? {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "the file system is nearly full: the cache leaves its free space to the packer",
-            ));
-        }
         let mut tmp = match tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir) {
             Ok(tmp) => tmp,
+            // The first entry of its folder, or the cache folder was removed (by hand, by a CI
+            // cache restore) while this process had it open.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir)?;
                 tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)?
             }
             Err(e) => return Err(e),
         };
+        let need = (HEADER_BYTES + compressed.len()) as u64;
+        if !room_for(dir, need)? {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the file system is nearly full: the cache leaves its free space to the packer",
+            ));
+        }
         let header = header(id, method, compressed);
         tmp.write_all(&header)?;
         tmp.write_all(compressed)?;
@@ -596,6 +598,16 @@ mod tests {
             .flat_map(|sub| read_dir(&sub))
             .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
             .sum()
+    }
+
+    #[test]
+    fn a_cache_folder_removed_while_open_is_made_again() {
+        let (_dir, cache) = cache(DEFAULT_MAX_BYTES);
+        let id = id(&[6u8; 5000]);
+        fs::remove_dir_all(cache.folder()).expect("remove");
+        cache.put(&id, Method::Deflate, b"x");
+        assert_eq!(cache.stats().write_errors, 0);
+        assert_eq!(cache.get(&id, 0).expect("a hit").bytes, b"x");
     }
 
     #[test]
