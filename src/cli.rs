@@ -83,6 +83,9 @@ pub struct PushArgs {
     /// archive).
     #[command(flatten)]
     pub selection: SelectionArgs,
+    /// The compressed-entry cache of the local pack (not used with --force-upload).
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 impl PushArgs {
@@ -99,13 +102,12 @@ impl PushArgs {
             prefix: self.prefix.as_ref(),
             dry_run: self.dry_run,
             force_upload: self.force_upload,
+            cache: if self.force_upload { None } else { self.cache.open() },
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         };
-        crate::client::push(input, &self.selection.selection(), &request).map_err(|e| CommandError {
-            code: e.code(),
-            message: report(&e),
-            user_error: e.user_error(),
-        })
+        let answer = crate::client::push(input, &self.selection.selection(), &request);
+        CacheArgs::report(request.cache.as_ref());
+        answer.map_err(|e| CommandError { code: e.code(), message: report(&e), user_error: e.user_error() })
     }
 }
 
@@ -274,6 +276,15 @@ pub struct PackArgs {
     /// Compression threads (the bytes do not depend on it). Default: all cores.
     #[arg(long, value_name = "N")]
     pub threads: Option<NonZeroUsize>,
+    /// The compressed-entry cache.
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// The compressed-entry cache flags, shared by `pack` and `push` (which packs locally to ask
+/// the server whether it has the package).
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
     /// Keep compressed entries in this folder and reuse them: a repack deflates only files it
     /// has not seen (the bytes do not depend on it). Shareable by concurrent packs and between
     /// CI runs (docs/limits.md, "The compressed-entry cache").
@@ -285,6 +296,30 @@ pub struct PackArgs {
     /// Files smaller than this skip the cache (for the benchmark that chose the default).
     #[arg(long, value_name = "BYTES", hide = true, default_value_t = package::cache::MIN_ENTRY_BYTES)]
     pub cache_min_entry_bytes: u64,
+}
+
+impl CacheArgs {
+    /// The `--cache-dir` cache; one that cannot be opened is a warning, never a failed pack.
+    pub fn open(&self) -> Option<EntryCache> {
+        let dir = self.cache_dir.as_deref().filter(|_| self.cache_max_bytes > 0)?;
+        match EntryCache::open_with_min(dir, self.cache_max_bytes, self.cache_min_entry_bytes) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                eprintln!("warning: packing without a cache: cannot create {}: {e}", dir.display());
+                None
+            }
+        }
+    }
+
+    /// Warns when entries could not be kept (the package itself is complete).
+    fn report(cache: Option<&EntryCache>) {
+        if let Some(stats) = cache.map(EntryCache::stats).filter(|s| s.write_errors > 0) {
+            eprintln!(
+                "warning: {} entries could not be kept in the cache (the package is complete)",
+                stats.write_errors
+            );
+        }
+    }
 }
 
 /// The JSON line `pack` prints.
@@ -448,18 +483,6 @@ fn temp_file() -> Result<File, CommandError> {
 }
 
 impl PackArgs {
-    /// The `--cache-dir` cache; one that cannot be opened is a warning, never a failed pack.
-    fn open_cache(&self) -> Option<EntryCache> {
-        let dir = self.cache_dir.as_deref().filter(|_| self.cache_max_bytes > 0)?;
-        match EntryCache::open_with_min(dir, self.cache_max_bytes, self.cache_min_entry_bytes) {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                eprintln!("warning: packing without a cache: cannot create {}: {e}", dir.display());
-                None
-            }
-        }
-    }
-
     /// Whether `--out -` sends the zip to stdout (and so the JSON to stderr).
     pub fn zip_to_stdout(&self) -> bool {
         self.out.as_deref() == Some(Path::new("-"))
@@ -482,7 +505,7 @@ impl PackArgs {
         };
         let options = PackOptions {
             threads: self.threads.unwrap_or(PackOptions::default().threads),
-            cache: self.open_cache(),
+            cache: self.cache.open(),
             ..PackOptions::default()
         };
         let selection = self.selection.selection();
@@ -521,12 +544,7 @@ impl PackArgs {
             }
             None => build(&mut temp_file()?, &in_temp_dir)?,
         };
-        if let Some(stats) = options.cache.as_ref().map(EntryCache::stats).filter(|s| s.write_errors > 0) {
-            eprintln!(
-                "warning: {} entries could not be kept in the cache (the package is complete)",
-                stats.write_errors
-            );
-        }
+        CacheArgs::report(options.cache.as_ref());
         let packed = built.packed;
         Ok(PackOutput {
             key: self

@@ -28,6 +28,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::package::cache::EntryCache;
 use crate::package::{self, CancelFlag, Content, Limits, PackOptions, Packed, SourceTree};
 use crate::packages::BuildError;
 use crate::source::{self, ArchiveBytes, Selection, SourceFormat};
@@ -193,6 +194,8 @@ pub struct PushRequest<'a> {
     pub dry_run: bool,
     /// Upload without packing here and asking first (what `push` did before the lookup).
     pub force_upload: bool,
+    /// The compressed-entry cache of the local pack.
+    pub cache: Option<EntryCache>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
 }
@@ -268,8 +271,12 @@ impl Upload {
     /// for an archive this client cannot decode (the server's verdict on it stands).
     ///
     /// Runs synchronously.
-    fn pack(&self, selection: &Selection) -> Result<Option<(Packed, SourceFormat)>, PushError> {
-        let options = PackOptions::default();
+    fn pack(
+        &self,
+        selection: &Selection,
+        cache: Option<&EntryCache>,
+    ) -> Result<Option<(Packed, SourceFormat)>, PushError> {
+        let options = PackOptions { cache: cache.cloned(), ..PackOptions::default() };
         match self {
             Self::Tree(tree) => {
                 let packed = package::pack_into(tree, &options, io::sink()).map_err(BuildError::from)?;
@@ -315,7 +322,7 @@ pub fn push(
     };
     let agent = agent();
     if !request.force_upload
-        && let Some((packed, format)) = upload.pack(selection)?
+        && let Some((packed, format)) = upload.pack(selection, request.cache.as_ref())?
         && let Some(answer) = lookup(&agent, request, &packed, format)?
     {
         return Ok(answer);

@@ -320,3 +320,43 @@ async fn the_service_packs_through_its_cache_and_a_repost_with_new_mtimes_deflat
     assert_eq!(counter(&text, "pack_cache_hit_bytes_total"), 2 * cacheable_bytes);
     drop(service);
 }
+
+/// `push` packs locally to ask the server whether it has the package; with `--cache-dir` that
+/// pack goes through the cache like `pack`'s: the first push fills it, a re-push deflates nothing
+/// (it writes no entry), and the key is the one a pack without the cache gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_with_a_cache_dir_packs_its_lookup_through_the_cache() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service = Service::start(&dir.path().join("artifacts"));
+    let src = tempfile::tempdir().expect("temp dir");
+    let files = project(11);
+    write_dir(src.path(), &files);
+    let cache_dir = tempfile::tempdir().expect("temp dir");
+    let server = format!("http://{}", service.addr);
+    let push = |extra: &'static [&'static str]| {
+        let mut cmd = bin();
+        cmd.args(["push", "--server", &server, "--function", "fn", "--cache-dir"])
+            .arg(cache_dir.path())
+            .args(extra)
+            .arg(src.path());
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().expect("run")).await.expect("join");
+            assert!(out.status.success(), "push failed: {}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+        }
+    };
+    let mut pack = bin();
+    pack.args(["pack", "--function", "fn"]).arg(src.path());
+    let plain = cli_sha(&pack.output().expect("run"));
+
+    let first = push(&[]).await;
+    assert_eq!((first["sha256"].as_str(), first["uploaded"].as_bool()), (Some(plain.as_str()), Some(true)));
+    let cache = EntryCache::open(cache_dir.path(), cache::DEFAULT_MAX_BYTES).expect("cache");
+    let filled = entries(&cache);
+    assert_eq!(filled.len(), cacheable(&files), "the lookup's pack filled the cache");
+
+    let again = push(&[]).await;
+    assert_eq!((again["sha256"].as_str(), again["uploaded"].as_bool()), (Some(plain.as_str()), Some(false)));
+    assert_eq!(entries(&cache), filled, "a re-push reads the cache and writes nothing");
+    drop(service);
+}
