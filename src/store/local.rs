@@ -357,8 +357,29 @@ impl LocalStore {
         let Some(folder) = self.folder(&components, false)? else {
             return Ok(Listing::default());
         };
-        let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&folder)? {
+        // Only the `max + 1` smallest names are kept (a LIST of one name, as the index's
+        // newest-slot lookup makes on every publish, allocates and sorts two names, not the
+        // folder's thousands). Entries skipped below (not a regular file, not a key) could leave
+        // the page short although more names follow: then the whole folder is read again.
+        if let Some(listing) = self.list_names(&folder, dir, name_prefix, request, Some(request.max() + 1))? {
+            return Ok(listing);
+        }
+        Ok(self.list_names(&folder, dir, name_prefix, request, None)?.unwrap_or_default())
+    }
+
+    /// One page of `folder`'s names that start with `name_prefix`, from the `keep` smallest
+    /// (all with `None`); `None` when those were too few to fill the page.
+    fn list_names(
+        &self,
+        folder: &OwnedFd,
+        dir: &str,
+        name_prefix: &str,
+        request: &ListRequest,
+        keep: Option<usize>,
+    ) -> io::Result<Option<Listing>> {
+        let mut smallest = std::collections::BinaryHeap::new();
+        let mut more = false;
+        for entry in rustix::fs::Dir::read_from(folder)? {
             let entry = entry?;
             let Ok(name) = entry.file_name().to_str() else {
                 continue;
@@ -366,12 +387,23 @@ impl LocalStore {
             if name == "." || name == ".." || !name.starts_with(name_prefix) {
                 continue;
             }
+            if let Some(keep) = keep
+                && smallest.len() == keep
+                && smallest.peek().is_some_and(|largest: &String| name >= &largest[dir.len()..])
+            {
+                more = true;
+                continue;
+            }
             let full = format!("{dir}{name}");
             if request.start_after().is_none_or(|after| full.as_str() > after) {
-                names.push(full);
+                smallest.push(full);
+                if keep.is_some_and(|keep| smallest.len() > keep) {
+                    smallest.pop();
+                    more = true;
+                }
             }
         }
-        names.sort_unstable();
+        let names = smallest.into_sorted_vec();
         let mut listing = Listing::default();
         for (i, full) in names.iter().enumerate() {
             if listing.objects.len() == request.max() {
@@ -386,7 +418,10 @@ impl LocalStore {
                 listing.objects.push((key, meta_of(&meta)));
             }
         }
-        Ok(listing)
+        if more && listing.next.is_none() && listing.objects.len() < request.max() {
+            return Ok(None);
+        }
+        Ok(Some(listing))
     }
 }
 

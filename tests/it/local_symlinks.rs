@@ -61,12 +61,17 @@ fn store_key(key: &str) -> StoreKey {
 
 /// The keys of `fn`'s packages directly under `prefix`.
 async fn listed(store: &LocalStore, prefix: &str) -> Vec<String> {
+    listed_at_most(store, prefix, 100).await
+}
+
+/// The first page of at most `max` keys of `fn`'s packages directly under `prefix`.
+async fn listed_at_most(store: &LocalStore, prefix: &str, max: usize) -> Vec<String> {
     let request = ListRequest::new(
         ListPrefix::Packages {
             prefix: prefix.parse().expect("a prefix"),
             function: "fn".parse().expect("a name"),
         },
-        100,
+        max,
     );
     store.list(&request).await.expect("list").objects.into_iter().map(|(key, _)| key.name()).collect()
 }
@@ -141,15 +146,17 @@ async fn symlinks_and_fifos_among_objects_are_skipped_and_never_opened() {
     let (store, _) = LocalStore::open(&root).expect("open");
     let (bytes, key) = package();
     std::fs::write(root.join(&key), &bytes).expect("a real object");
-    // A link inside the root, to a real object, under another key: still not an object.
-    let alias = format!("lambda-fn-{}.zip", "a".repeat(64));
+    // A link inside the root, to a real object, under another key: still not an object. Both
+    // names sort before any real package's, so a page of one name must look past them.
+    let alias = format!("lambda-fn-{}.zip", "0".repeat(64));
     symlink(&key, root.join(&alias)).expect("an alias");
-    let fifo = format!("lambda-fn-{}.zip", "b".repeat(64));
+    let fifo = format!("lambda-fn-{}1.zip", "0".repeat(63));
     let made = std::process::Command::new("mkfifo").arg(root.join(&fifo)).status().expect("mkfifo");
     assert!(made.success());
     let before = snapshot(&root);
 
     assert_eq!(listed(&store, "").await, std::slice::from_ref(&key), "only the regular file is listed");
+    assert_eq!(listed_at_most(&store, "", 1).await, std::slice::from_ref(&key), "a page of one name too");
     assert_not_served(&store, &alias).await;
     // Opening a FIFO for reading would block until a writer came; it is refused at once.
     assert_not_served(&store, &fifo).await;
