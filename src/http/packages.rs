@@ -230,12 +230,17 @@ pub async fn create_package(
         })
         .await?;
     let status = if published.outcome == Outcome::Created { StatusCode::CREATED } else { StatusCode::OK };
-    // Recorded on the request span, so the one line logged per request carries them.
+    record_on_span(&published);
+    Ok((status, Json(PackageResponse::new(&published, &function))))
+}
+
+/// Puts the package's key, size and outcome on the request span, so the one line logged per
+/// request carries them.
+fn record_on_span(published: &Published) {
     let span = tracing::Span::current();
     span.record("key", tracing::field::display(&published.key));
     span.record("size_bytes", published.packed.size);
     span.record("outcome", tracing::field::debug(&published.outcome));
-    Ok((status, Json(PackageResponse::new(&published, &function))))
 }
 
 /// A JSON body: `{"git": {...}, "include": [...], ...}`. Checked against the allow-list here,
@@ -363,9 +368,6 @@ pub async fn lookup_package(
             dry_run: body.dry_run.unwrap_or(false),
         })
         .await?;
-    let span = tracing::Span::current();
-    span.record("key", tracing::field::display(&published.key));
-    span.record("size_bytes", published.packed.size);
-    span.record("outcome", tracing::field::debug(&published.outcome));
+    record_on_span(&published);
     Ok(Json(PackageResponse::new(&published, &function)))
 }
